@@ -1,0 +1,28 @@
+# Two entry points: `make demo` (the main job on the offline default) and `make test`.
+# Both create or reuse a local virtual environment in .venv.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test venv benchmark clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[emd,test]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) main.py --config=configs/random_objects.py:attention=mesh,sigma=0.01 --workdir=workdirs/random_objects_mesh_0.01
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 tests
+
+benchmark: $(STAMP)
+	$(PY) benchmarks/transport_speed.py
+
+clean:
+	rm -rf $(VENV) workdirs
