@@ -1,0 +1,325 @@
+"""Tests of the optimal-transport core (slot_ot_jax/transport.py)."""
+import itertools
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import chex
+import jax
+
+import jax.numpy as jnp
+from jax.test_util import check_grads
+import numpy as np
+import scipy.optimize
+
+from slot_ot_jax import transport as T
+
+
+def _problem(seed, batch=(3,), n=9, k=4, scale=3.0):
+  rng = np.random.default_rng(seed)
+  cost = np.abs(rng.normal(size=batch + (n, k))) * scale
+  a = k * _softmax(rng.normal(size=batch + (n,)))
+  b = k * _softmax(rng.normal(size=batch + (k,)))
+  noise = rng.normal(size=batch + (n, k))
+  return tuple(jnp.asarray(x, jnp.float32) for x in (cost, a, b, noise))
+
+
+def _softmax(x):
+  e = np.exp(x - x.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+class CostTest(parameterized.TestCase):
+
+  def test_costs_against_numpy(self):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(2, 5, 3)), rng.normal(size=(2, 4, 3))
+    diff = x[:, :, None] - y[:, None]
+    sq = (diff ** 2).sum(-1)
+    xn = x / np.linalg.norm(x, axis=-1, keepdims=True)
+    yn = y / np.linalg.norm(y, axis=-1, keepdims=True)
+    expected = {
+        "sqeuclidean": sq,
+        "euclidean": np.sqrt(sq),
+        "cosine": 1 - np.einsum("bnd,bkd->bnk", xn, yn),
+        "dot": -np.einsum("bnd,bkd->bnk", x, y) / np.sqrt(3),
+    }
+    for name, want in expected.items():
+      got = T.get_cost_fn(name)(jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32))
+      np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=name)
+
+  def test_euclidean_gradient_finite_at_coincident_points(self):
+    x = jnp.ones((1, 2, 3))
+    g = jax.grad(lambda x: T.euclidean_cost(x, x).sum())(x)
+    self.assertTrue(np.isfinite(g).all())
+
+  def test_unknown_cost_lists_valid(self):
+    with self.assertRaisesRegex(ValueError, "euclidean"):
+      T.get_cost_fn("l3")
+
+
+class SinkhornTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_marginals_met(self):
+    cost, a, b, _ = _problem(0)
+    fn = self.variant(lambda c, a, b: T.sinkhorn(c, a, b, num_iters=300))
+    plan, (f, g) = fn(cost, a, b)
+    np.testing.assert_allclose(plan.sum(-1), a, atol=1e-5)
+    np.testing.assert_allclose(plan.sum(-2), b, atol=1e-5)
+    # The plan is exactly the one the potentials describe.
+    np.testing.assert_allclose(plan, jnp.exp(-cost + f[..., None] + g[..., None, :]),
+                               rtol=1e-5, atol=1e-7)
+
+  def test_slot_marginal_exact_after_every_iteration(self):
+    cost, a, b, _ = _problem(1)
+    for iters in (1, 2, 5):
+      plan, _ = T.sinkhorn(cost, a, b, num_iters=iters)
+      np.testing.assert_allclose(plan.sum(-2), b, atol=2e-6)
+    # ... while the input marginal is still off after one iteration.
+    plan, _ = T.sinkhorn(cost, a, b, num_iters=1)
+    self.assertGreater(float(jnp.abs(plan.sum(-1) - a).max()), 1e-3)
+
+  def test_jit_and_eager_agree(self):
+    cost, a, b, _ = _problem(2)
+    eager = T.sinkhorn(cost, a, b, num_iters=7, temperature=0.3)[0]
+    jitted = jax.jit(lambda c: T.sinkhorn(c, a, b, num_iters=7, temperature=0.3)[0])(cost)
+    np.testing.assert_allclose(eager, jitted, rtol=1e-5, atol=1e-7)
+
+  def test_matches_log_domain_reference_iteration_by_iteration(self):
+    """Same algorithm as the plain log-domain loop (row then column), float64 numpy."""
+    cost, a, b, _ = _problem(3)
+    c, aa, bb = (np.asarray(x, np.float64) for x in (cost, a, b))
+    tau = 0.7
+    f, g = np.zeros_like(aa), np.zeros_like(bb)
+    lse = lambda x, ax: np.log(np.exp(x).sum(ax))
+    for _ in range(4):
+      f = np.log(aa) - lse(-c / tau + g[..., None, :], -1)
+      g = np.log(bb) - lse(-c / tau + f[..., :, None], -2)
+    want = np.exp(-c / tau + f[..., :, None] + g[..., None, :])
+    got, (gf, gg) = T.sinkhorn(cost, a, b, num_iters=4, temperature=tau)
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(gf, f, atol=1e-4)
+    np.testing.assert_allclose(gg, g, atol=1e-4)
+
+  def test_agrees_with_ott_jax_and_pot_at_convergence(self):
+    from ott.geometry import geometry
+    from ott.problems.linear import linear_problem
+    from ott.solvers.linear import sinkhorn as ott_sinkhorn
+    import ot
+
+    cost, a, b, _ = _problem(4, batch=())
+    tau = 0.5
+    ours, _ = T.sinkhorn(cost, a, b, num_iters=500, temperature=tau)
+    geom = geometry.Geometry(cost_matrix=cost, epsilon=tau)
+    out = ott_sinkhorn.Sinkhorn(threshold=1e-7, max_iterations=5000)(
+        linear_problem.LinearProblem(geom, a, b))
+    # Tolerances: float32 plans of total mass K=4, converged to ~1e-6 marginal error.
+    np.testing.assert_allclose(ours, out.matrix, atol=2e-5)
+    pot = ot.bregman.sinkhorn_log(np.asarray(a, np.float64), np.asarray(b, np.float64),
+                                  np.asarray(cost, np.float64), tau, numItermax=5000,
+                                  stopThr=1e-12)
+    np.testing.assert_allclose(ours, pot, atol=2e-5)
+
+  def test_warm_start_from_converged_potentials_is_a_fixed_point(self):
+    cost, a, b, _ = _problem(5)
+    plan, pots = T.sinkhorn(cost, a, b, num_iters=400)
+    plan2, _ = T.sinkhorn(cost, a, b, num_iters=1, init=pots)
+    np.testing.assert_allclose(plan2, plan, atol=1e-6)
+
+  def test_set_equivariance_over_slots_and_inputs(self):
+    cost, a, b, _ = _problem(6, batch=())
+    pk, pn = np.random.default_rng(0).permutation(4), np.random.default_rng(1).permutation(9)
+    plan, _ = T.sinkhorn(cost, a, b, num_iters=5)
+    plan_k, _ = T.sinkhorn(cost[:, pk], a, b[pk], num_iters=5)
+    plan_n, _ = T.sinkhorn(cost[pn], a[pn], b, num_iters=5)
+    np.testing.assert_allclose(plan_k, plan[:, pk], atol=1e-6)
+    np.testing.assert_allclose(plan_n, plan[pn], atol=1e-6)
+
+  def test_gradient_float64(self):
+    with jax.enable_x64(True):
+      rng = np.random.default_rng(0)
+      cost = jnp.asarray(np.abs(rng.normal(size=(2, 4, 3))), jnp.float64)
+      a = jnp.asarray(_softmax(rng.normal(size=(2, 4))) * 3, jnp.float64)
+      b = jnp.asarray(_softmax(rng.normal(size=(2, 3))) * 3, jnp.float64)
+      w = jnp.asarray(rng.normal(size=(2, 4, 3)), jnp.float64)
+      init = (jnp.asarray(rng.normal(size=(2, 4)) * 0.1), jnp.asarray(rng.normal(size=(2, 3)) * 0.1))
+      fn = lambda c, a, b, f, g: jnp.sum(w * T.sinkhorn(c, a, b, num_iters=4,
+                                                        temperature=0.8, init=(f, g))[0])
+      check_grads(fn, (cost, a, b) + init, order=1, modes=("rev",), atol=1e-6, rtol=1e-6)
+
+
+class MeshTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_lowers_entropy_and_keeps_marginals(self):
+    cost, a, b, noise = _problem(10, batch=(16,), n=12, k=5, scale=1.0)
+    sh = self.variant(lambda c: T.sinkhorn(c, a, b, num_iters=5)[0])(cost)
+    me = self.variant(lambda c: T.mesh_sinkhorn(c, a, b, noise, lr=1.0))(cost)
+    self.assertTrue(bool(jnp.all(T.entropy(me) < T.entropy(sh))),
+                    (T.entropy(me), T.entropy(sh)))
+    np.testing.assert_allclose(me.sum(-2), b, atol=2e-6)
+    # Input marginal: as close as Sinkhorn's own 5 iterations get.
+    self.assertLess(float(jnp.abs(me.sum(-1) - a).max()), 0.05)
+
+  def test_breaks_a_two_by_two_tie(self):
+    cost, ones = jnp.ones((1, 2, 2)), jnp.ones((1, 2))
+    noise = jax.random.normal(jax.random.PRNGKey(0), (1, 2, 2))
+    sh, _ = T.sinkhorn(cost, ones, ones, num_iters=5)
+    me = T.mesh_sinkhorn(cost, ones, ones, noise, lr=8.0)
+    np.testing.assert_allclose(sh, 0.5, atol=1e-7)  # Sinkhorn cannot break the tie.
+    self.assertAlmostEqual(float(T.entropy(sh)[0]), 2 * np.log(2), places=5)
+    self.assertLess(float(T.entropy(me)[0]), 1e-3)  # measured: ~1e-10
+    perm = np.round(np.asarray(me[0]))
+    self.assertIn(perm.tolist(), ([[1, 0], [0, 1]], [[0, 1], [1, 0]]))
+
+  def test_separates_duplicate_slots(self):
+    """Two identical slots and two identical inputs plus a distinct pair (App. B example)."""
+    x = jnp.asarray([[0.0, 0.0], [0.0, 0.0], [3.0, 3.0]])
+    z = jnp.asarray([[0.1, 0.0], [0.1, 0.0], [3.0, 3.1]])
+    cost = T.euclidean_cost(x, z)[None]
+    ones = jnp.ones((1, 3))
+    noise = jax.random.normal(jax.random.PRNGKey(1), cost.shape)
+    sh, _ = T.sinkhorn(cost, ones, ones, num_iters=50, temperature=0.1)
+    me = T.mesh_sinkhorn(cost, ones, ones, noise, lr=8.0, temperature=0.1)
+    np.testing.assert_allclose(sh[0, :2, :2], 0.5, atol=1e-4)  # tied slots average
+    np.testing.assert_allclose(me[0, 2, 2], 1.0, atol=1e-3)     # the distinct pair stays
+    top = np.asarray(me[0, :2, :2])
+    self.assertLess(float(T.entropy(me)[0]), 0.05)
+    self.assertTrue(np.allclose(np.round(top), np.eye(2)) or
+                    np.allclose(np.round(top), np.eye(2)[::-1]))
+
+  def test_multiset_not_set_equivariant(self):
+    """Ties: permuting the slots does not permute the plan (no set-equivariance), but the
+    plan's values are the same up to a permutation (multiset-equivariance, App. C)."""
+    cost, ones = jnp.ones((1, 2, 2)), jnp.ones((1, 2))
+    noise = jax.random.normal(jax.random.PRNGKey(0), (1, 2, 2))
+    plan = T.mesh_sinkhorn(cost, ones, ones, noise, lr=8.0)
+    plan_perm = T.mesh_sinkhorn(cost[:, :, ::-1], ones, ones, noise, lr=8.0)
+    self.assertFalse(np.allclose(plan_perm, plan[:, :, ::-1], atol=0.1))
+    np.testing.assert_allclose(np.sort(plan_perm.ravel()), np.sort(plan.ravel()), atol=1e-5)
+
+  def test_without_ties_noise_free_mesh_is_set_equivariant(self):
+    cost, a, b, _ = _problem(11, batch=(), n=8, k=3)
+    zero = jnp.zeros_like(cost)
+    pk = np.array([2, 0, 1])
+    plan = T.mesh_sinkhorn(cost, a, b, zero, lr=1.0)
+    plan_k = T.mesh_sinkhorn(cost[:, pk], a, b[pk], zero[:, pk], lr=1.0)
+    np.testing.assert_allclose(plan_k, plan[:, pk], atol=1e-5)
+
+  def test_default_gradient_path_is_the_reference_one(self):
+    """Straight-through cost update, differentiable warm-start potentials."""
+    cost, a, b, noise = _problem(12, n=7, k=3)
+    w = jax.random.normal(jax.random.PRNGKey(0), cost.shape)
+
+    def manual(c):
+      # Same computation written out: constant steps, potentials kept in the graph.
+      ct = c + 1e-3 * noise
+      f, g = jnp.zeros_like(a), jnp.zeros_like(b)
+      for _ in range(4):
+        obj = lambda cc, f=f, g=g: jnp.sum(T.mesh_entropy(
+            T.sinkhorn(cc, a, b, num_iters=5, init=(f, g))[0]))
+        step = jax.lax.stop_gradient(jax.grad(obj)(ct))
+        _, (f, g) = T.sinkhorn(ct, a, b, num_iters=5, init=(f, g))
+        norm = jnp.sqrt(jnp.sum((step + 1e-20) ** 2, (-2, -1), keepdims=True))
+        ct = ct - 8.0 * (step + 1e-20) / norm
+      return T.sinkhorn(ct, a, b, num_iters=5, init=(f, g))[0]
+
+    loss = lambda fn: (lambda c: jnp.sum(w * fn(c)))
+    ours = lambda c: T.mesh_sinkhorn(c, a, b, noise)
+    np.testing.assert_allclose(ours(cost), manual(cost), atol=1e-5)
+    g_ours = jax.grad(loss(ours))(cost)
+    np.testing.assert_allclose(g_ours, jax.grad(loss(manual))(cost), rtol=1e-4, atol=1e-5)
+
+    # Detaching the potentials, or differentiating the steps, changes the gradient.
+    def detached(c):
+      cm, pots = T.mesh(c, a, b, noise)
+      return T.sinkhorn(cm, a, b, num_iters=5, init=jax.lax.stop_gradient(pots))[0]
+    through = lambda c: T.mesh_sinkhorn(c, a, b, noise, differentiate_steps=True)
+    rel = lambda g: float(jnp.linalg.norm(g - g_ours) / jnp.linalg.norm(g_ours))
+    self.assertGreater(rel(jax.grad(loss(detached))(cost)), 0.05)
+    self.assertGreater(rel(jax.grad(loss(through))(cost)), 0.05)
+
+  def test_warm_start_closes_the_gap_to_converged_sinkhorn(self):
+    """App. D / Fig. 3: reusing potentials beats restarting at a fixed iteration budget."""
+    cost, a, b, noise = _problem(13, batch=(32,), n=20, k=5, scale=1.0)
+    gaps = {}
+    for reuse in (True, False):
+      cm, pots = T.mesh(cost, a, b, noise, lr=2.0, reuse_potentials=reuse, sinkhorn_iters=3)
+      plan, _ = T.sinkhorn(cm, a, b, num_iters=3, init=pots)
+      exact, _ = T.sinkhorn(cm, a, b, num_iters=1000)
+      gaps[reuse] = float(jnp.mean(jnp.abs(plan - exact)))
+    self.assertLess(gaps[True], 0.5 * gaps[False], gaps)
+
+  def test_custom_objective(self):
+    cost, a, b, noise = _problem(14)
+    neg = T.mesh_sinkhorn(cost, a, b, noise, lr=1.0, objective=lambda p: -T.mesh_entropy(p))
+    pos = T.mesh_sinkhorn(cost, a, b, noise, lr=1.0)
+    self.assertTrue(bool(jnp.all(T.entropy(neg) > T.entropy(pos))))
+
+
+class RobustnessTest(absltest.TestCase):
+
+  def test_no_nan_or_inf_over_ten_thousand_problems(self):
+    n, k, count = 6, 3, 10_000
+    rng = np.random.default_rng(0)
+    scale = 10.0 ** rng.uniform(-4, 4, size=count)
+    temp = 10.0 ** rng.uniform(-2, 1, size=count)
+    cost = np.abs(rng.normal(size=(count, n, k))) * scale[:, None, None]
+    a = _softmax(rng.normal(size=(count, n)) * 3) * k
+    b = _softmax(rng.normal(size=(count, k)) * 3) * k
+    # A third of the problems get marginal entries down to 1e-30.
+    tiny = rng.random(count) < 1 / 3
+    a[tiny, 0] = 10.0 ** rng.uniform(-30, -10, size=tiny.sum())
+    b[tiny, -1] = 10.0 ** rng.uniform(-30, -10, size=tiny.sum())
+    noise = rng.normal(size=cost.shape)
+    w = rng.normal(size=cost.shape)
+    args = tuple(jnp.asarray(x, jnp.float32) for x in (cost, a, b, noise, w, temp))
+
+    def one(c, a, b, nz, w, t):
+      sh = lambda c: T.sinkhorn(c, a, b, num_iters=5, temperature=t)
+      me = lambda c: T.mesh_sinkhorn(c, a, b, nz, temperature=t, lr=8.0)
+      (plan, pots), vjp = jax.vjp(sh, c)
+      grad_sh = vjp((w, (jnp.ones_like(a), jnp.ones_like(b))))[0]
+      mplan, grad_me = jax.value_and_grad(lambda c: jnp.sum(w * me(c)))(c)
+      return plan, pots, grad_sh, mplan, grad_me
+
+    outs = jax.jit(jax.vmap(one))(*args)
+    for name, x in zip(("plan", "potentials", "grad sinkhorn", "mesh plan", "grad mesh"), outs):
+      for leaf in jax.tree.leaves(x):
+        self.assertTrue(bool(jnp.all(jnp.isfinite(leaf))), name)
+
+
+class EmdTest(parameterized.TestCase):
+
+  @parameterized.parameters(itertools.product((3, 5, 8), (0, 1)))
+  def test_square_uniform_is_a_permutation_matching_lsa(self, n, seed):
+    rng = np.random.default_rng(seed)
+    cost = jnp.asarray(rng.random((2, n, n)), jnp.float32)
+    ones = jnp.ones((2, n))
+    plan = np.asarray(jax.jit(T.emd)(cost, ones, ones))
+    self.assertTrue(np.all((np.abs(plan) < 1e-6) | (np.abs(plan - 1) < 1e-6)))
+    for i in range(2):
+      rows, cols = scipy.optimize.linear_sum_assignment(np.asarray(cost[i]))
+      want = np.zeros((n, n))
+      want[rows, cols] = 1
+      np.testing.assert_allclose(plan[i], want, atol=1e-6)
+
+  def test_vmap_and_rectangular_marginals(self):
+    cost, a, b, _ = _problem(20, batch=(2, 3))
+    plan = jax.jit(jax.vmap(T.emd))(cost, a, b)
+    np.testing.assert_allclose(plan.sum(-1), a, atol=1e-5)
+    np.testing.assert_allclose(plan.sum(-2), b, atol=1e-4)
+
+  def test_emd_sinkhorn_value_and_gradient(self):
+    cost, a, b, _ = _problem(21)
+    w = jax.random.normal(jax.random.PRNGKey(0), cost.shape)
+    combined = T.emd_sinkhorn(cost, a, b, num_iters=5)
+    sh = T.sinkhorn(cost, a, b, num_iters=5)[0]
+    np.testing.assert_allclose(combined, T.emd(cost, a, b) + sh, atol=1e-6)
+    g1 = jax.grad(lambda c: jnp.sum(w * T.emd_sinkhorn(c, a, b, num_iters=5)))(cost)
+    g2 = jax.grad(lambda c: jnp.sum(w * T.sinkhorn(c, a, b, num_iters=5)[0]))(cost)
+    np.testing.assert_allclose(g1, g2, atol=1e-6)
+
+
+if __name__ == "__main__":
+  absltest.main()
