@@ -1,0 +1,235 @@
+"""Tests of the object-discovery metrics (slot_ot_jax/metrics.py)."""
+import functools
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.optimize
+from sklearn.metrics import adjusted_rand_score
+
+from slot_ot_jax import metrics as M
+
+
+def _ids(*rows):
+  return jnp.asarray(np.array(rows, dtype=np.int32))
+
+
+def _random_maps(seed, batch=24, pixels=300, num_true=6, num_pred=7):
+  """Label maps with varied cluster counts and varied agreement between truth and guess."""
+  rng = np.random.default_rng(seed)
+  true = np.zeros((batch, pixels), np.int32)
+  pred = np.zeros((batch, pixels), np.int32)
+  for i in range(batch):
+    kt, kp = rng.integers(1, num_true + 1), rng.integers(1, num_pred + 1)
+    true[i] = rng.integers(0, kt, pixels)
+    noise = rng.random(pixels) < rng.random()  # fraction of pixels guessed at random
+    pred[i] = np.where(noise, rng.integers(0, kp, pixels), true[i] % kp)
+    pred[i] = rng.permutation(num_pred)[pred[i]]  # slot order is arbitrary
+  return true, pred
+
+
+def _miou_reference(true, pred, num_true, num_pred):
+  """Plain numpy/scipy FG-mIoU with MESH semantics, one image of [P] labels."""
+  objects = [j for j in range(1, num_true) if np.any(true == j)]
+  if not objects:
+    return 1.0
+  iou = np.zeros((len(objects), num_pred))
+  for r, j in enumerate(objects):
+    for k in range(num_pred):
+      inter = np.sum((true == j) & (pred == k))
+      union = np.sum((true == j) | (pred == k))
+      iou[r, k] = inter / union
+  rows, cols = scipy.optimize.linear_sum_assignment(1.0 - iou)
+  return iou[rows, cols].sum() / len(objects)
+
+
+class AriTest(parameterized.TestCase):
+
+  @parameterized.parameters(0, 1, 2, 3, 4)
+  def test_against_sklearn(self, seed):
+    true, pred = _random_maps(seed)
+    ari = M.adjusted_rand_index(jnp.asarray(true), jnp.asarray(pred), num_true=6, num_pred=7)
+    fg = M.fg_ari(jnp.asarray(true), jnp.asarray(pred), num_true=6, num_pred=7)
+    for i in range(true.shape[0]):
+      np.testing.assert_allclose(ari[i], adjusted_rand_score(true[i], pred[i]), atol=1e-5)
+      keep = true[i] > 0
+      expected = adjusted_rand_score(true[i][keep], pred[i][keep]) if keep.any() else 1.0
+      np.testing.assert_allclose(fg[i], expected, atol=1e-5)
+
+  def test_spatial_shape_and_valid_mask(self):
+    true, pred = _random_maps(7, batch=4, pixels=96)
+    valid = np.random.default_rng(7).random(true.shape) < 0.6
+    ari = M.adjusted_rand_index(jnp.asarray(true).reshape(4, 8, 12),
+                                jnp.asarray(pred).reshape(4, 8, 12), num_true=6, num_pred=7,
+                                valid=jnp.asarray(valid).reshape(4, 8, 12))
+    for i in range(4):
+      expected = adjusted_rand_score(true[i][valid[i]], pred[i][valid[i]])
+      np.testing.assert_allclose(ari[i], expected, atol=1e-5)
+
+  def test_edge_cases(self):
+    true = _ids([0, 0, 1, 1, 1, 0],   # one object segmented perfectly: zero denominator
+                [0, 0, 1, 1, 1, 0],   # one object split over two slots
+                [0, 0, 0, 0, 0, 0],   # no foreground at all
+                [0, 0, 0, 1, 0, 0],   # a single foreground pixel
+                [1, 2, 3, 0, 0, 0])   # every object one pixel (all singletons)
+    pred = _ids([0, 0, 1, 1, 1, 0],
+                [0, 0, 1, 1, 2, 0],
+                [0, 1, 2, 0, 1, 2],
+                [0, 1, 2, 0, 1, 2],
+                [2, 0, 1, 1, 1, 1])
+    kw = dict(num_true=4, num_pred=3)
+    np.testing.assert_allclose(M.fg_ari(true, pred, **kw), [1.0, 0.0, 1.0, 1.0, 1.0])
+    for i in (0, 1, 3, 4):  # sklearn agrees wherever it is defined
+      keep = np.asarray(true[i]) > 0
+      self.assertAlmostEqual(float(M.fg_ari(true, pred, **kw)[i]),
+                             adjusted_rand_score(np.asarray(true[i])[keep],
+                                                 np.asarray(pred[i])[keep]), places=6)
+    nan_empty = M.fg_ari(true, pred, empty_value=float("nan"), **kw)
+    self.assertTrue(np.isnan(nan_empty[2]))
+    self.assertEqual(int(np.isnan(nan_empty).sum()), 1)
+
+  def test_large_image_perfect_and_permuted(self):
+    # 128 x 128 pixels: the single-cluster test must not depend on float round-off.
+    true = np.zeros((2, 128 * 128), np.int32)
+    true[:, 1000:9000] = 1
+    pred = np.where(true == 1, 3, 5)
+    pred[1, 9000:] = np.arange(128 * 128 - 9000) % 4  # background spread over slots
+    np.testing.assert_allclose(M.fg_ari(jnp.asarray(true), jnp.asarray(pred), num_true=2,
+                                        num_pred=6), [1.0, 1.0])
+    ari = M.adjusted_rand_index(jnp.asarray(true), jnp.asarray(pred), num_true=2, num_pred=6)
+    np.testing.assert_allclose(ari, [adjusted_rand_score(true[i], pred[i]) for i in (0, 1)],
+                               atol=1e-5)
+
+
+class MiouTest(parameterized.TestCase):
+
+  def test_hand_worked(self):
+    # background 0, objects 1 (3 px) and 2 (2 px); label 3 is a padded, absent object.
+    true = _ids([0, 0, 1, 1, 1, 2, 2, 0])
+    pred = _ids([0, 0, 1, 1, 2, 2, 2, 3])
+    # IoU(1, slot 1) = 2/3, IoU(2, slot 2) = 2/3; slots 0 and 3 are unmatched and ignored.
+    mesh = M.fg_miou(true, pred, num_true=4, num_pred=4)
+    np.testing.assert_allclose(mesh, [2 / 3], rtol=1e-6)
+    # ClevrTex: background takes slot 0; slot 3 (non-empty) is a surplus IoU-0 term.
+    clevrtex = M.fg_miou(true, pred, num_true=4, num_pred=4, count_unmatched_predictions=True)
+    np.testing.assert_allclose(clevrtex, [4 / 9], rtol=1e-6)
+
+  def test_more_objects_than_slots(self):
+    true = _ids([1, 1, 2, 2, 2, 3, 3, 3])
+    pred = _ids([0, 0, 1, 1, 1, 1, 1, 1])
+    # 1 -> slot 0 (IoU 1), one of 2/3 -> slot 1 (IoU 1/2), the other has no slot (IoU 0).
+    np.testing.assert_allclose(M.fg_miou(true, pred, num_true=4, num_pred=2), [0.5], rtol=1e-6)
+
+  def test_empty_and_perfect(self):
+    true = _ids([0, 0, 0, 0], [0, 1, 1, 2], [0, 1, 1, 2])
+    pred = _ids([0, 0, 1, 1], [2, 0, 0, 1], [2, 1, 0, 1])  # last: 1 -> 0 (1/2), 2 -> 1 (1/2)
+    kw = dict(num_true=3, num_pred=3)
+    np.testing.assert_allclose(M.fg_miou(true, pred, **kw), [1.0, 1.0, 0.5])
+    np.testing.assert_allclose(M.fg_miou(true, pred, empty_value=0.0, **kw), [0.0, 1.0, 0.5])
+    # ClevrTex: the empty image has two non-empty slots for one true mask -> one IoU-0 term.
+    np.testing.assert_allclose(
+        M.fg_miou(true, pred, count_unmatched_predictions=True, **kw), [0.0, 1.0, 0.5])
+    np.testing.assert_array_equal(M.has_foreground(true), [False, True, True])
+
+  def test_against_scipy_reference(self):
+    true, pred = _random_maps(11, batch=16, pixels=64, num_true=5, num_pred=6)
+    true[3] = 0  # one image without foreground
+    got = M.fg_miou(jnp.asarray(true), jnp.asarray(pred), num_true=5, num_pred=6)
+    expected = [_miou_reference(t, p, 5, 6) for t, p in zip(true, pred)]
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    perm = np.random.default_rng(0).permutation(6)  # relabelling slots changes nothing
+    np.testing.assert_allclose(
+        M.fg_miou(jnp.asarray(true), jnp.asarray(perm[pred]), num_true=5, num_pred=6), got,
+        atol=1e-6)
+
+
+class TemporalConsistencyTest(absltest.TestCase):
+
+  def test_cases(self):
+    kw = dict(num_true=4, num_pred=3)
+    true = _ids([[0, 1, 1, 2, 2, 0], [0, 2, 2, 1, 1, 3]],    # objects move; 3 appears
+                [[0, 1, 1, 2, 2, 0], [0, 2, 2, 1, 1, 0]],
+                [[0, 1, 1, 0, 0, 0], [0, 0, 0, 2, 2, 0]],    # no object in both frames
+                [[1, 1, 2, 2, 0, 0], [1, 1, 1, 2, 0, 0]])
+    pred = _ids([[0, 1, 1, 2, 2, 0], [0, 2, 2, 1, 1, 0]],    # slots follow the objects
+                [[0, 1, 1, 2, 2, 0], [0, 1, 1, 2, 2, 0]],    # slots swap objects
+                [[0, 1, 1, 0, 0, 0], [0, 0, 0, 1, 1, 0]],
+                [[0, 0, 1, 1, 2, 2], [0, 0, 0, 0, 2, 2]])    # object 2 lost in frame 2
+    consistent, common = M.temporal_consistency_counts(true, pred, **kw)
+    np.testing.assert_array_equal(common, [2, 2, 0, 2])
+    np.testing.assert_array_equal(consistent, [2, 0, 0, 1])
+    np.testing.assert_allclose(M.temporal_consistency(true, pred, **kw), [1.0, 0.0, 1.0, 0.5])
+
+
+class TransformTest(absltest.TestCase):
+
+  def test_jit_and_vmap_match_eager(self):
+    true, pred = _random_maps(3, batch=6, pixels=48, num_true=4, num_pred=5)
+    true, pred = jnp.asarray(true), jnp.asarray(pred)
+    video_t, video_p = true.reshape(3, 2, 48), pred.reshape(3, 2, 48)
+    for fn, args in ((M.fg_ari, (true, pred)), (M.fg_miou, (true, pred)),
+                     (functools.partial(M.fg_miou, count_unmatched_predictions=True),
+                      (true, pred)),
+                     (M.temporal_consistency, (video_t, video_p))):
+      f = functools.partial(fn, num_true=4, num_pred=5)
+      eager = f(*args)
+      # An extra leading axis under vmap, the whole inside an outer jit.
+      stacked = jax.jit(jax.vmap(f))(*(x.reshape((3, -1) + x.shape[1:]) for x in args))
+      np.testing.assert_allclose(stacked.reshape(eager.shape), eager, atol=1e-6)
+
+  def test_without_jit(self):
+    # The public functions carry their own jit; op by op they must give the same numbers.
+    true, pred = _random_maps(5, batch=2, pixels=16, num_true=4, num_pred=5)
+    true, pred = jnp.asarray(true), jnp.asarray(pred)
+    for fn in (M.fg_ari, M.fg_miou):
+      f = functools.partial(fn, num_true=4, num_pred=5)
+      with jax.disable_jit():
+        eager = f(true, pred)
+      np.testing.assert_allclose(f(true, pred), eager, atol=1e-6)
+
+  def test_masks_to_ids(self):
+    masks = jax.nn.softmax(jax.random.normal(jax.random.PRNGKey(0), (2, 4, 3, 5, 1)), axis=1)
+    ids = M.masks_to_ids(masks)
+    self.assertEqual(ids.shape, (2, 3, 5))
+    np.testing.assert_array_equal(ids, np.argmax(np.asarray(masks)[..., 0], axis=1))
+
+
+class CluMetricsTest(absltest.TestCase):
+
+  def test_image_collection(self):
+    true = _ids([0, 1, 1, 2], [0, 0, 0, 0], [0, 1, 2, 2])
+    pred = _ids([0, 1, 1, 2], [0, 0, 1, 1], [0, 0, 1, 1])
+    outputs = M.segmentation_metric_outputs(true, pred, num_true=3, num_pred=3)
+    collection = M.make_eval_metrics()
+    first = collection.single_from_model_output(
+        loss=jnp.float32(2.0), mask=jnp.array([True, True, True]), **outputs)
+    second = collection.single_from_model_output(
+        loss=jnp.float32(4.0), mask=jnp.array([True, True, False]), **outputs)
+    result = first.merge(second).compute()
+    self.assertAlmostEqual(float(result["loss"]), 3.0, places=6)
+    ari = np.asarray(outputs["fg_ari"])
+    np.testing.assert_allclose(ari[:2], [1.0, 1.0])
+    self.assertAlmostEqual(float(result["fg_ari"]), (2 * ari.sum() - ari[2]) / 5, places=6)
+    # fg_miou: image 1 has no foreground and is left out; image 3 is padding once.
+    miou = np.asarray(outputs["fg_miou"])
+    self.assertAlmostEqual(float(result["fg_miou"]), (2 * miou[0] + miou[2]) / 3, places=6)
+
+  def test_video_collection(self):
+    true = _ids([[0, 1, 1, 2, 2, 0], [0, 2, 2, 1, 1, 0]],
+                [[0, 1, 1, 2, 2, 0], [0, 0, 0, 0, 0, 0]])
+    pred = _ids([[0, 1, 1, 2, 2, 0], [0, 2, 2, 1, 1, 0]],
+                [[0, 1, 1, 2, 2, 0], [0, 1, 1, 2, 2, 0]])
+    outputs = M.segmentation_metric_outputs(true, pred, num_true=3, num_pred=3, video=True)
+    for value in outputs.values():
+      self.assertEqual(value.shape, (2,))
+    np.testing.assert_allclose(outputs["fg_miou"], [1.0, 1.0])
+    collection = M.make_eval_metrics(video=True)
+    result = collection.single_from_model_output(loss=jnp.float32(1.0), **outputs).compute()
+    self.assertAlmostEqual(float(result["temporal_consistency"]), 1.0)  # 2 of 2 objects
+    self.assertAlmostEqual(float(result["fg_ari"]), 1.0)
+
+
+if __name__ == "__main__":
+  absltest.main()
