@@ -1,0 +1,1 @@
+"""DeepMind Multi-Object Datasets read from their original GZIP TFRecord files."""

@@ -1,0 +1,1 @@
+"""Procedural dSprites-like shapes (no download)."""
