@@ -9,7 +9,9 @@ are integer label maps, not one-hot masks:
 
 where `...` is any spatial shape (H, W or P pixels; flattened internally). Predicted soft
 masks become `pred_ids` through `masks_to_ids` (hard assignment by argmax, as the DeepMind
-reference does). Video inputs carry a time axis after the batch axis: [B, T, ...].
+reference does). Video inputs carry a time axis after the batch axis: [B, T, ...]. A label
+outside [0, num_true) (or [0, num_pred)) one-hot encodes to zeros, so its pixels drop out
+silently (no error is possible inside jit): size `num_true` as max objects + 1.
 
 Edge cases, where the public implementations disagree (each policy is tested):
 
