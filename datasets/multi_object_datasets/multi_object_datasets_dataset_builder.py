@@ -169,7 +169,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     if attributes:
       features["objects"] = tfds.features.Sequence(attributes)
     return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict(features), homepage=formats.REPO_URL)
+        features=tfds.features.FeaturesDict(features), homepage=formats.REPO_URL,
+        disable_shuffling=True)  # Keep file order: source_index increases in a split.
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     paths = locate_files(dl_manager.manual_dir, self.builder_config)

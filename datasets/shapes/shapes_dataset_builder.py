@@ -157,6 +157,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         }),
         supervised_keys=None,
         homepage="https://github.com/deepmind/dsprites-dataset",
+        disable_shuffling=True,  # Examples stay in index order.
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):

@@ -1,0 +1,1 @@
+"""ClevrTex read from its official release (png images, flat png masks, json metadata)."""
