@@ -88,7 +88,8 @@ def locate_files(manual_dir, config: ClevrTexConfig) -> dict[int, epath.Path]:
   pattern = re.compile(rf"CLEVRTEX_{config.variant}_(\d{{6}})\.png")
   index = {}
   if folder is not None and folder.is_dir():
-    for path in folder.rglob(f"CLEVRTEX_{config.variant}_*.png"):
+    name = f"CLEVRTEX_{config.variant}_*.png"  # In chunk folders <index // 1000>/, or flat.
+    for path in [*folder.glob(f"*/{name}"), *folder.glob(name)]:
       match = pattern.fullmatch(path.name)
       if match:
         index[int(match.group(1))] = path
