@@ -155,11 +155,19 @@ def builder_class(module: str) -> type[tfds.core.DatasetBuilder]:
       sys.path.remove(path)
 
 
+def _data_root(builder) -> pathlib.Path:
+  """The TFDS data dir of a builder (its data lives in <root>/<name>/<config>/<version>)."""
+  return pathlib.Path(builder.data_path).parents[2]
+
+
 def _not_found(builder, name: str, manual_dir: str | None, reason: str) -> DatasetNotFoundError:
-  return DatasetNotFoundError(
-      f"Dataset {name} is not prepared in {builder.data_path}.\n{reason}\n"
-      f"Prepare it with: {_PREPARE.format(name=name, data_dir=builder.data_dir)}"
-      + (f" --manual_dir={manual_dir}" if manual_dir else ""))
+  root = _data_root(builder)
+  command = _PREPARE.format(name=name, data_dir=root) + (
+      f" --manual_dir={manual_dir}" if manual_dir else "")
+  reason = reason.replace("[--data_dir=DATA_DIR]", f"--data_dir={root}")
+  if "prepare with" not in reason.lower():
+    reason += f"\nPrepare it with: {command}"
+  return DatasetNotFoundError(f"Dataset {name} is not prepared in {builder.data_path}.\n{reason}")
 
 
 def get_builder(data_config, *, prepare: bool | None = None) -> tfds.core.DatasetBuilder:
@@ -178,8 +186,7 @@ def get_builder(data_config, *, prepare: bool | None = None) -> tfds.core.Datase
   prepare = data_config.prepare if prepare is None else prepare
   manual_dir = None
   if cls.MANUAL_DOWNLOAD_INSTRUCTIONS:
-    manual_dir = data_config.manual_dir or str(
-        pathlib.Path(builder.data_dir) / "downloads" / "manual")
+    manual_dir = data_config.manual_dir or str(_data_root(builder) / "downloads" / "manual")
     try:
       sys.modules[cls.__module__].locate_files(manual_dir, builder.builder_config)
     except FileNotFoundError as e:
