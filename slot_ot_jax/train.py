@@ -1,0 +1,300 @@
+"""Generic trainer: `train_and_evaluate(config, workdir)`.
+
+The experiment comes from the task registry (`slot_ot_jax/tasks.py`, selected by
+`config.task`); this file holds what every experiment shares:
+
+* `TrainState` (step, params, optimizer state, non-params collections, base PRNG key).
+* One jitted `train_step` over all devices, data parallel through a one-axis device mesh
+  ("data"): batches are sharded along their leading axis with a `NamedSharding`, the state is
+  replicated, and XLA inserts the gradient all-reduce. Several hosts join through
+  `jax.distributed.initialize()` (see main.py); each feeds its slice of the global batch.
+* The per-step PRNG key is `fold_in(state.rng, state.step)`, split by purpose into the
+  task's streams, so a resumed run draws the same numbers as an uninterrupted one.
+* Checkpoints (`slot_ot_jax/checkpointing.py`): automatic resume from the workdir, saves
+  every `config.checkpoint_every_steps`, at the end and on SIGTERM.
+* A non-finite loss or gradient raises `FloatingPointError` naming the step; no state after
+  it is saved. Losses are fetched one step late, so the check never stalls the device queue.
+* clu: TensorBoard scalars (`train/...`, `eval/...`), `ReportProgress` (steps/s and ETA in
+  the log), evaluation through the task's metrics `Collection`.
+* At the end `<workdir>/final_metrics.json` holds the evaluation, the task's report line
+  and timings.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import time
+from typing import Any, Callable, Sequence
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from clu import metric_writers
+from clu import metrics as clu_metrics
+from clu import periodic_actions
+from etils import epath
+from jax.sharding import NamedSharding, PartitionSpec
+
+from slot_ot_jax import checkpointing
+from slot_ot_jax import optim
+from slot_ot_jax import tasks
+
+FINAL_METRICS_FILE = "final_metrics.json"
+DATA_AXIS = "data"
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array          # int32 [], number of updates applied.
+  params: Any
+  opt_state: Any
+  model_state: Any         # Non-params collections, e.g. {"batch_stats": ...}; {} if none.
+  rng: jax.Array           # uint32 [2], base key of the per-step streams.
+
+  def as_dict(self) -> dict[str, Any]:
+    return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def stream_rngs(key: jax.Array, names: Sequence[str]) -> dict[str, jax.Array]:
+  """One independent key per named stream."""
+  return {name: jax.random.fold_in(key, i) for i, name in enumerate(names)}
+
+
+def create_train_state(task: tasks.Task, model, tx: optax.GradientTransformation,
+                       init_rng: jax.Array, train_rng: jax.Array) -> TrainState:
+  rngs = stream_rngs(init_rng, ("params", *task.rng_streams))
+  variables = dict(task.init_variables(model, rngs))
+  variables.pop("intermediates", None)
+  params = variables.pop("params")
+  return TrainState(step=jnp.zeros([], jnp.int32), params=params, opt_state=tx.init(params),
+                    model_state=variables, rng=train_rng)
+
+
+def make_train_metrics(task: tasks.Task, model, abstract_state: TrainState,
+                       batch: dict[str, Any]) -> type[clu_metrics.Collection]:
+  """Collection averaging loss, gradient norm and the task's aux metrics; last learning rate."""
+  def aux_of(state, batch):
+    variables = {"params": state.params, **state.model_state}
+    rngs = stream_rngs(state.rng, task.rng_streams)
+    return task.loss_fn(model, variables, batch, rngs)[1]
+  aux_names = sorted(jax.eval_shape(aux_of, abstract_state, batch))
+  fields = {name: clu_metrics.Average.from_output(name)
+            for name in ("loss", "grad_norm", *aux_names)}
+  fields["learning_rate"] = clu_metrics.LastValue.from_output("learning_rate")
+  return clu_metrics.Collection.create(**fields)
+
+
+def make_train_step(task: tasks.Task, model, tx: optax.GradientTransformation,
+                    schedule: optax.Schedule, metrics_cls) -> Callable:
+  """(state, batch) -> (new state, metrics Collection, all-finite flag)."""
+  def train_step(state: TrainState, batch):
+    rngs = stream_rngs(jax.random.fold_in(state.rng, state.step), task.rng_streams)
+
+    def loss_of(params):
+      variables = {"params": params, **state.model_state}
+      loss, aux, model_state = task.loss_fn(model, variables, batch, rngs)
+      return loss, (aux, model_state)
+
+    (loss, (aux, model_state)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    grad_norm = optax.global_norm(grads)
+    metrics = metrics_cls.single_from_model_output(
+        loss=loss, grad_norm=grad_norm, learning_rate=schedule(state.step), **aux)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                              model_state=model_state)
+    return new_state, metrics, finite
+  return train_step
+
+
+def make_eval_step(task: tasks.Task, model) -> Callable:
+  """(state, batch, rng) -> the task's eval metrics Collection for that batch."""
+  def eval_step(state: TrainState, batch, rng):
+    variables = {"params": state.params, **state.model_state}
+    outputs = task.eval_outputs(model, variables, batch, stream_rngs(rng, task.rng_streams))
+    return task.eval_metrics.single_from_model_output(**outputs)
+  return eval_step
+
+
+class Trainer:
+  """Holds the jitted functions and shardings of one run."""
+
+  def __init__(self, config, task, devices):
+    self.config, self.task = config, task
+    self.model = task.build_model()
+    self.tx, self.schedule = optim.make_optimizer(config)
+    self.device_mesh = jax.sharding.Mesh(np.asarray(devices), (DATA_AXIS,))
+    self.replicated = NamedSharding(self.device_mesh, PartitionSpec())
+    self.data_sharding = NamedSharding(self.device_mesh, PartitionSpec(DATA_AXIS))
+    for name in ("batch_size", "eval_batch_size"):
+      size = config[name]
+      if size % len(devices) or size % jax.process_count():
+        raise ValueError(f"config.{name}={size} must be divisible by the number of devices "
+                         f"({len(devices)}) and of processes ({jax.process_count()}).")
+    key = jax.random.PRNGKey(config.seed)
+    init_rng, train_rng, self.eval_rng = jax.random.split(key, 3)
+    create = functools.partial(create_train_state, task, self.model, self.tx, init_rng,
+                               train_rng)
+    self.abstract_state = jax.eval_shape(create)
+    self.create_state = jax.jit(create, out_shardings=self.replicated)
+    dummy = jax.tree.map(jnp.asarray, task.dummy_batch(config.batch_size))
+    metrics_cls = make_train_metrics(task, self.model, self.abstract_state, dummy)
+    self.train_step = jax.jit(
+        make_train_step(task, self.model, self.tx, self.schedule, metrics_cls),
+        in_shardings=(self.replicated, self.data_sharding),
+        out_shardings=(self.replicated, self.replicated, self.replicated),
+        donate_argnums=(0,))
+    self.eval_step = jax.jit(make_eval_step(task, self.model),
+                             in_shardings=(self.replicated, self.data_sharding, self.replicated),
+                             out_shardings=self.replicated)
+
+  def abstract_state_dict(self) -> dict[str, Any]:
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.replicated),
+        self.abstract_state.as_dict())
+
+  def global_batch(self, local_batch):
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(self.data_sharding, np.asarray(x)),
+        dict(local_batch))
+
+  def evaluate(self, state: TrainState, writer=None, step: int | None = None) -> dict[str, float]:
+    metrics = None
+    for i, local_batch in enumerate(self.task.eval_batches(jax.process_index(),
+                                                           jax.process_count())):
+      batch = self.global_batch(local_batch)
+      rng = jax.random.fold_in(self.eval_rng, i)
+      update = self.eval_step(state, batch, rng)
+      metrics = update if metrics is None else metrics.merge(update)
+      if i == 0 and writer is not None:
+        variables = {"params": state.params, **state.model_state}
+        images = self.task.image_summaries(self.model, variables, batch,
+                                           stream_rngs(rng, self.task.rng_streams))
+        if images:
+          writer.write_images(step, {f"eval/{k}": v for k, v in images.items()})
+    if metrics is None:
+      raise ValueError(f"Task {self.config.task!r} produced no evaluation batches.")
+    return {k: float(v) for k, v in metrics.compute().items()}
+
+
+def _check_finite(pending, checkpointer: checkpointing.Checkpointer) -> None:
+  """Raises FloatingPointError if the lagged all-finite flag of `pending=(step, flag)` is False."""
+  if pending is None:
+    return
+  step, finite = pending
+  if not bool(finite):
+    checkpointer.wait()
+    last = checkpointer.latest_step()
+    raise FloatingPointError(
+        f"Non-finite loss or gradient at train step {step} (the update from state {step} to "
+        f"{step + 1}); stopping without saving it. Last good checkpoint: "
+        f"{'none' if last is None else f'step {last}'}.")
+
+
+def _scalar_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  flat = checkpointing.flatten_dict(json.loads(config.to_json_best_effort()))
+  return {k: v for k, v in flat.items() if isinstance(v, (bool, int, float, str))}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       *, devices: Sequence[jax.Device] | None = None) -> dict[str, Any]:
+  """Trains `config` in `workdir` (resuming from its latest checkpoint), then evaluates.
+
+  Args:
+    config: a locked experiment config (see configs/).
+    workdir: directory for checkpoints, TensorBoard events, config.json, final_metrics.json.
+    devices: the devices of the data-parallel mesh; default all devices of all processes.
+
+  Returns:
+    The content of final_metrics.json: {"step", "eval": {metric: value}, "report", timings},
+    or {"preempted": True, "step": ...} when stopped by SIGTERM (a checkpoint was saved).
+
+  Raises:
+    FloatingPointError: on a non-finite loss or gradient (naming the step).
+    checkpointing.IncompatibleCheckpointError: if the workdir's checkpoint cannot hold the
+      state of `config`.
+  """
+  t_start = time.time()
+  workdir = epath.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  task = tasks.get_task(config)
+  trainer = Trainer(config, task, list(devices) if devices is not None else jax.devices())
+  checkpointer = checkpointing.Checkpointer(workdir, config)
+  latest = checkpointer.latest_step()
+  if latest is None:
+    state = trainer.create_state()
+  else:
+    logging.info("Resuming from the checkpoint at step %d in %s.", latest, workdir)
+    state = TrainState(**checkpointer.restore(latest, trainer.abstract_state_dict()))
+  checkpointer.write_config()
+  initial_step = int(state.step)
+  num_steps = int(config.num_train_steps)
+
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  if initial_step == 0:
+    writer.write_hparams(_scalar_hparams(config))
+  report_progress = periodic_actions.ReportProgress(
+      num_train_steps=num_steps, writer=writer, every_steps=config.log_every_steps,
+      every_secs=None)
+  train_iter = task.train_batches(initial_step, jax.process_index(), jax.process_count())
+  train_metrics, pending, eval_results = None, None, None
+  t_train = time.time()
+  logging.info("Training steps %d..%d on %d device(s).", initial_step, num_steps,
+               trainer.device_mesh.size)
+  try:
+    with checkpointing.PreemptionGuard() as guard:
+      for step in range(initial_step, num_steps):
+        batch = trainer.global_batch(next(train_iter))
+        state, update, finite = trainer.train_step(state, batch)
+        _check_finite(pending, checkpointer)  # The previous step's flag, ready by now.
+        pending = (step, finite)
+        done = step + 1
+        train_metrics = update if train_metrics is None else train_metrics.merge(update)
+        report_progress(done)
+        is_last = done == num_steps
+        if done % config.log_every_steps == 0 or is_last:
+          _check_finite(pending, checkpointer)
+          writer.write_scalars(done, {f"train/{k}": float(v)
+                                      for k, v in train_metrics.compute().items()})
+          train_metrics = None
+        if done % config.eval_every_steps == 0 or is_last:
+          _check_finite(pending, checkpointer)
+          with report_progress.timed("eval"):
+            eval_results = trainer.evaluate(state, writer, done)
+          writer.write_scalars(done, {f"eval/{k}": v for k, v in eval_results.items()})
+        stop = guard.should_stop(done)
+        if done % config.checkpoint_every_steps == 0 or is_last or stop:
+          _check_finite(pending, checkpointer)
+          with report_progress.timed("checkpoint"):
+            checkpointer.save(done, state.as_dict())
+        if stop:
+          checkpointer.wait()
+          logging.warning("Stopped by SIGTERM after step %d; checkpoint saved.", done)
+          return {"preempted": True, "step": done}
+      _check_finite(pending, checkpointer)
+  finally:
+    checkpointer.close()
+    writer.flush()
+
+  if eval_results is None:  # Nothing left to train: evaluate the restored state.
+    eval_results = trainer.evaluate(state, writer, int(state.step))
+  t_end = time.time()
+  result = {
+      "step": int(state.step),
+      "eval": eval_results,
+      "report": task.report(eval_results),
+      "resumed_from_step": initial_step,
+      "train_steps_run": num_steps - initial_step if num_steps > initial_step else 0,
+      "train_time_s": round(t_end - t_train, 2),
+      "wall_time_s": round(t_end - t_start, 2),
+  }
+  logging.info("Final evaluation at step %d: %s", result["step"], result["report"])
+  if jax.process_index() == 0:
+    (workdir / FINAL_METRICS_FILE).write_text(json.dumps(result, indent=2))
+  writer.close()
+  return result
