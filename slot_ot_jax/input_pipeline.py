@@ -16,6 +16,8 @@ shard shuffled with a seed made of (seed, process, e) (a buffer of `shuffle_buff
 a full permutation when the shard fits), the epochs are concatenated and cut into batches, and
 start_step=s skips s * batch_size examples before decoding, so the batches equal batches s,
 s+1, ... of a run started at 0. Random flips are stateless in (seed, process, position).
+With `max_objects` set, training first counts the filtered shard (one pass over the encoded
+records, images not decoded).
 Shuffles use op-level seeds; calling `tf.random.set_seed` changes them for that process.
 
 Importing this module hides accelerators from TensorFlow, so it never takes their memory.
@@ -229,7 +231,9 @@ def _preprocess(builder, data_config, train: bool):
     if flip:
       ex = preprocessing.random_flip(ex, flip_seed)
     out = preprocessing.model_inputs(preprocessing.scale_image(ex))
-    return {**out, **{k: v for k, v in ex.items() if k == "mask"}}
+    if "mask" in ex:  # Eval: valid-example flag.
+      out["mask"] = ex["mask"]
+    return out
 
   return fn
 

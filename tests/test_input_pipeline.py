@@ -1,4 +1,5 @@
 """Tests of the tf.data input pipeline and the preprocessing ops."""
+import dataclasses
 import shutil
 import tempfile
 
@@ -11,6 +12,7 @@ import tensorflow_datasets as tfds
 from slot_ot_jax import input_pipeline as ip
 from slot_ot_jax import preprocessing as pp
 
+SHAPES = ip.builder_class("shapes")
 MOD = ip.builder_class("multi_object_datasets")
 CLEVRTEX = ip.builder_class("clevrtex")
 mod_fake = __import__("multi_object_datasets.make_dummy_data", fromlist=["FAKE_CONFIGS"])
@@ -211,6 +213,16 @@ class EveryConfigTest(parameterized.TestCase):
       self.assertLessEqual(int(batch["num_objects"].max()), max_objects)
       self.assertLessEqual(int(batch["segmentation"].max()), max_objects)
       self.assertLessEqual(ip.max_num_objects(config), max_objects)
+
+  @parameterized.parameters(("32x32", 32), ("64x64", 64), ("tiny", 32))
+  def test_shapes(self, name, size):
+    # The config with fewer examples: same renderer settings, same preset.
+    config = SHAPES.builder_configs[name]
+    small = dataclasses.replace(config, name=f"{name}_small",
+                                num_examples=(("train", 4), ("validation", 2)))
+    builder = SHAPES(config=small, data_dir=self.data_dir)
+    builder.download_and_prepare()
+    self._check(f"shapes/{name}", builder, "validation", size, config.max_objects)
 
   @parameterized.parameters(*PAPER_SIZES)
   def test_multi_object_datasets(self, name):
