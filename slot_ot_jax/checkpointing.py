@@ -82,7 +82,9 @@ class Checkpointer:
     self.manager = ocp.CheckpointManager(
         self.workdir / CHECKPOINT_DIR,
         options=ocp.CheckpointManagerOptions(max_to_keep=config.checkpoints_to_keep,
-                                             create=True))
+                                             create=True),
+        # Registered up front so that metadata can be read before the first restore.
+        item_handlers=ocp.StandardCheckpointHandler())
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()

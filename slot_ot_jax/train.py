@@ -219,6 +219,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     checkpointing.IncompatibleCheckpointError: if the workdir's checkpoint cannot hold the
       state of `config`.
   """
+  # Installed first, so that a SIGTERM during compilation also ends in a clean save.
+  with checkpointing.PreemptionGuard() as guard:
+    return _train_and_evaluate(config, workdir, devices, guard)
+
+
+def _train_and_evaluate(config, workdir, devices, guard) -> dict[str, Any]:
   t_start = time.time()
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
@@ -247,36 +253,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   logging.info("Training steps %d..%d on %d device(s).", initial_step, num_steps,
                trainer.device_mesh.size)
   try:
-    with checkpointing.PreemptionGuard() as guard:
-      for step in range(initial_step, num_steps):
-        batch = trainer.global_batch(next(train_iter))
-        state, update, finite = trainer.train_step(state, batch)
-        _check_finite(pending, checkpointer)  # The previous step's flag, ready by now.
-        pending = (step, finite)
-        done = step + 1
-        train_metrics = update if train_metrics is None else train_metrics.merge(update)
-        report_progress(done)
-        is_last = done == num_steps
-        if done % config.log_every_steps == 0 or is_last:
-          _check_finite(pending, checkpointer)
-          writer.write_scalars(done, {f"train/{k}": float(v)
-                                      for k, v in train_metrics.compute().items()})
-          train_metrics = None
-        if done % config.eval_every_steps == 0 or is_last:
-          _check_finite(pending, checkpointer)
-          with report_progress.timed("eval"):
-            eval_results = trainer.evaluate(state, writer, done)
-          writer.write_scalars(done, {f"eval/{k}": v for k, v in eval_results.items()})
-        stop = guard.should_stop(done)
-        if done % config.checkpoint_every_steps == 0 or is_last or stop:
-          _check_finite(pending, checkpointer)
-          with report_progress.timed("checkpoint"):
-            checkpointer.save(done, state.as_dict())
-        if stop:
-          checkpointer.wait()
-          logging.warning("Stopped by SIGTERM after step %d; checkpoint saved.", done)
-          return {"preempted": True, "step": done}
-      _check_finite(pending, checkpointer)
+    for step in range(initial_step, num_steps):
+      batch = trainer.global_batch(next(train_iter))
+      state, update, finite = trainer.train_step(state, batch)
+      _check_finite(pending, checkpointer)  # The previous step's flag, ready by now.
+      pending = (step, finite)
+      done = step + 1
+      train_metrics = update if train_metrics is None else train_metrics.merge(update)
+      report_progress(done)
+      is_last = done == num_steps
+      if done % config.log_every_steps == 0 or is_last:
+        _check_finite(pending, checkpointer)
+        writer.write_scalars(done, {f"train/{k}": float(v)
+                                    for k, v in train_metrics.compute().items()})
+        train_metrics = None
+      if done % config.eval_every_steps == 0 or is_last:
+        _check_finite(pending, checkpointer)
+        with report_progress.timed("eval"):
+          eval_results = trainer.evaluate(state, writer, done)
+        writer.write_scalars(done, {f"eval/{k}": v for k, v in eval_results.items()})
+      stop = guard.should_stop(done)
+      if done % config.checkpoint_every_steps == 0 or is_last or stop:
+        _check_finite(pending, checkpointer)
+        with report_progress.timed("checkpoint"):
+          checkpointer.save(done, state.as_dict())
+      if stop:
+        checkpointer.wait()
+        logging.warning("Stopped by SIGTERM after step %d; checkpoint saved.", done)
+        return {"preempted": True, "step": done}
+    _check_finite(pending, checkpointer)
   finally:
     checkpointer.close()
     writer.flush()
