@@ -7,6 +7,8 @@ Rerunning with the same --workdir resumes from its latest checkpoint. SIGTERM sa
 checkpoint and exits with status 0; rerun to continue. Several hosts: pass --distributed
 on every host (`jax.distributed.initialize()` reads the cluster from the environment).
 """
+import logging as std_logging
+
 from absl import app
 from absl import flags
 from absl import logging
@@ -25,13 +27,13 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def _quiet_orbax(record) -> bool:
   """Drops orbax's per-save INFO lines (dozens per checkpoint); warnings still show."""
-  return record.levelno >= logging.WARNING or "orbax" not in record.pathname
+  return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(_quiet_orbax)
+  logging.get_absl_logger().addFilter(_quiet_orbax)
   import jax  # pylint: disable=g-import-not-at-top
   if FLAGS.distributed:
     jax.distributed.initialize()

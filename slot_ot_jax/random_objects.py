@@ -228,10 +228,11 @@ class RandomObjectsTask(tasks.Task):
     attention = self.config.model.slot_attention.attention
     sigma = float(self.config.data.sigma)
     value = float(eval_results["rmse_over_sigma"])
-    line = f"RMSE/sigma = {value:.3f} ({PAPER_NAMES.get(attention, attention)}, sigma={sigma:g})"
-    paper = PAPER_TABLE1.get((attention, sigma))
     if self.config.model.name != "slot_attention":
-      return line + f"; model {self.config.model.name} has no published number"
+      return (f"RMSE/sigma = {value:.3f} (model {self.config.model.name}, sigma={sigma:g}; "
+              "no published number)")
+    line = f"RMSE/sigma = {value:.3f} ({PAPER_NAMES[attention]}, sigma={sigma:g})"
+    paper = PAPER_TABLE1.get((attention, sigma))
     if paper is None:
       return line + "; no published number for this cell"
     return line + f"; paper Table 1: {paper:.2f}"

@@ -91,7 +91,6 @@ class RandomObjectsConfigTest(parameterized.TestCase):
     config.batch_size = 128
     self.assertEqual(config.num_train_steps, 10_000)
     self.assertEqual(config.optimizer.warmup_steps, 500)
-    self.assertEqual(config.optimizer.decay_steps, 2_500)
     config.data.dim = 16
     config.data.num_objects = 4
     self.assertEqual(config.model.slot_attention.slot_size, 16)

@@ -161,7 +161,7 @@ class TrainRandomObjectsTest(parameterized.TestCase):
     self.assertEqual(result["step"], 4)
     self.assertTrue(np.isfinite(result["eval"]["rmse_over_sigma"]))
     self.assertIn(ro.PAPER_NAMES[attention], result["report"])
-    if attention == "mesh":
+    if attention == "softmax":
       # Rerunning the finished workdir restores the last checkpoint and re-evaluates it.
       again = train.train_and_evaluate(config, workdir, devices=devices)
       self.assertEqual(again["resumed_from_step"], 4)

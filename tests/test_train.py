@@ -252,8 +252,8 @@ class KillAndResumeTest(absltest.TestCase):
 
   ARG = "attention=softmax,sigma=0.1,runlocal=1"
   OVERRIDES = {"model.name": "set_mlp", "data.num_train": 640, "data.num_eval": 640,
-               "num_epochs": 150, "checkpoint_every_steps": 100, "eval_every_steps": 500,
-               "log_every_steps": 100}   # 1,500 steps.
+               "num_epochs": 60, "checkpoint_every_steps": 100, "eval_every_steps": 300,
+               "log_every_steps": 100}   # 600 steps.
 
   def _main(self, workdir):
     flags = [f"--config.{k}={v}" for k, v in self.OVERRIDES.items()]
@@ -268,7 +268,7 @@ class KillAndResumeTest(absltest.TestCase):
       node = config.model if key.startswith("model.") else (
           config.data if key.startswith("data.") else config)
       node[key.split(".")[-1]] = value
-    self.assertEqual(config.num_train_steps, 1500)
+    self.assertEqual(config.num_train_steps, 600)
     expected = train.train_and_evaluate(config, tempfile.mkdtemp())
 
     workdir = tempfile.mkdtemp()
@@ -279,7 +279,7 @@ class KillAndResumeTest(absltest.TestCase):
     self.assertFalse(os.path.exists(os.path.join(workdir, train.FINAL_METRICS_FILE)))
     killed_at = _checkpoint_steps(workdir)[-1]
     self.assertGreaterEqual(killed_at, first)
-    self.assertLess(killed_at, 1500)
+    self.assertLess(killed_at, 600)
 
     proc = self._main(workdir)  # Resumes; stopped by SIGTERM once it has saved again.
     _wait_for_checkpoint(proc, workdir, after=killed_at)
@@ -295,7 +295,7 @@ class KillAndResumeTest(absltest.TestCase):
     self.assertEqual(proc.returncode, 0, err[-3000:])
     self.assertIn("RMSE/sigma", out)
     final = json.loads(open(os.path.join(workdir, train.FINAL_METRICS_FILE)).read())
-    self.assertEqual(final["step"], 1500)
+    self.assertEqual(final["step"], 600)
     self.assertEqual(final["resumed_from_step"], stopped_at)
     for name, value in expected["eval"].items():
       self.assertAlmostEqual(final["eval"][name], value, delta=1e-6 * max(1.0, abs(value)))
