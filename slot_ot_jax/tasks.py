@@ -4,6 +4,7 @@ The trainer (`slot_ot_jax/train.py`) knows nothing about data or models; everyth
 experiment-specific comes from a `Task` selected by `config.task`:
 
   task = get_task(config)                  # registry lookup, unknown names list the valid ones
+  task.check_ready()                       # fail fast (e.g. data not prepared)
   model = task.build_model()               # a Flax Linen module
   variables = task.init_variables(model, rngs)          # {"params": ..., other collections}
   for batch in task.train_batches(start_step, process_index, process_count): ...
@@ -51,6 +52,7 @@ Variables = Mapping[str, Any]
 # Task name -> module that registers it when imported.
 _BUILTIN_TASKS = {
     "random_objects": "slot_ot_jax.random_objects",
+    "object_discovery": "slot_ot_jax.object_discovery",
 }
 _REGISTRY: dict[str, Callable[[ml_collections.ConfigDict], "Task"]] = {}
 
@@ -65,6 +67,9 @@ class Task:
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
+
+  def check_ready(self) -> None:
+    """Called by the trainer before anything is built: raise early (e.g. data missing)."""
 
   def build_model(self) -> nn.Module:
     raise NotImplementedError

@@ -18,6 +18,9 @@ The experiment comes from the task registry (`slot_ot_jax/tasks.py`, selected by
   the log), evaluation through the task's metrics `Collection`.
 * At the end `<workdir>/final_metrics.json` holds the evaluation, the task's report line
   and timings.
+* Image summaries of the task go to TensorBoard and to `<workdir>/images/<name>_<step>.png`.
+* `config.mode == "eval"` (configs that define it): no training; the latest checkpoint of
+  the workdir is evaluated (`evaluate_checkpoint`, results in `<workdir>/eval_metrics.json`).
 """
 from __future__ import annotations
 
@@ -42,8 +45,11 @@ from jax.sharding import NamedSharding, PartitionSpec
 from slot_ot_jax import checkpointing
 from slot_ot_jax import optim
 from slot_ot_jax import tasks
+from slot_ot_jax import visualize
 
 FINAL_METRICS_FILE = "final_metrics.json"
+EVAL_METRICS_FILE = "eval_metrics.json"
+IMAGES_DIR = "images"
 DATA_AXIS = "data"
 
 
@@ -163,7 +169,10 @@ class Trainer:
         lambda x: jax.make_array_from_process_local_data(self.data_sharding, np.asarray(x)),
         dict(local_batch))
 
-  def evaluate(self, state: TrainState, writer=None, step: int | None = None) -> dict[str, float]:
+  def evaluate(self, state: TrainState, writer=None, step: int | None = None,
+               image_dir: epath.Path | None = None) -> dict[str, float]:
+    """Evaluation metrics over the task's eval batches; images of the first batch to
+    `writer` and, as `<image_dir>/<name>_<step>.png`, to disk (process 0)."""
     metrics = None
     for i, local_batch in enumerate(self.task.eval_batches(jax.process_index(),
                                                            jax.process_count())):
@@ -177,6 +186,9 @@ class Trainer:
                                            stream_rngs(rng, self.task.rng_streams))
         if images:
           writer.write_images(step, {f"eval/{k}": v for k, v in images.items()})
+          if image_dir is not None and jax.process_index() == 0:
+            for name, value in images.items():
+              visualize.save_png(str(image_dir / f"{name}_{step}.png"), np.asarray(value)[0])
     if metrics is None:
       raise ValueError(f"Task {self.config.task!r} produced no evaluation batches.")
     return {k: float(v) for k, v in metrics.compute().items()}
@@ -219,6 +231,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     checkpointing.IncompatibleCheckpointError: if the workdir's checkpoint cannot hold the
       state of `config`.
   """
+  if config.get("mode", "train") == "eval":
+    return evaluate_checkpoint(config, workdir, devices=devices)
   # Installed first, so that a SIGTERM during compilation also ends in a clean save.
   with checkpointing.PreemptionGuard() as guard:
     return _train_and_evaluate(config, workdir, devices, guard)
@@ -229,6 +243,7 @@ def _train_and_evaluate(config, workdir, devices, guard) -> dict[str, Any]:
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   task = tasks.get_task(config)
+  task.check_ready()
   trainer = Trainer(config, task, list(devices) if devices is not None else jax.devices())
   checkpointer = checkpointing.Checkpointer(workdir, config)
   latest = checkpointer.latest_step()
@@ -270,7 +285,7 @@ def _train_and_evaluate(config, workdir, devices, guard) -> dict[str, Any]:
       if done % config.eval_every_steps == 0 or is_last:
         _check_finite(pending, checkpointer)
         with report_progress.timed("eval"):
-          eval_results = trainer.evaluate(state, writer, done)
+          eval_results = trainer.evaluate(state, writer, done, workdir / IMAGES_DIR)
         writer.write_scalars(done, {f"eval/{k}": v for k, v in eval_results.items()})
       stop = guard.should_stop(done)
       if done % config.checkpoint_every_steps == 0 or is_last or stop:
@@ -287,7 +302,7 @@ def _train_and_evaluate(config, workdir, devices, guard) -> dict[str, Any]:
     writer.flush()
 
   if eval_results is None:  # Nothing left to train: evaluate the restored state.
-    eval_results = trainer.evaluate(state, writer, int(state.step))
+    eval_results = trainer.evaluate(state, writer, int(state.step), workdir / IMAGES_DIR)
   t_end = time.time()
   result = {
       "step": int(state.step),
@@ -302,4 +317,43 @@ def _train_and_evaluate(config, workdir, devices, guard) -> dict[str, Any]:
   if jax.process_index() == 0:
     (workdir / FINAL_METRICS_FILE).write_text(json.dumps(result, indent=2))
   writer.close()
+  return result
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
+                        *, devices: Sequence[jax.Device] | None = None) -> dict[str, Any]:
+  """Evaluation only: restores the latest checkpoint of `workdir` and evaluates it.
+
+  What is evaluated is the task's business (e.g. the test split when `config.mode` is
+  "eval"). Scalars go to TensorBoard under `eval/`, images to `<workdir>/images/`, and
+  `<workdir>/eval_metrics.json` holds {"step", "eval", "report", "wall_time_s"}.
+
+  Raises:
+    FileNotFoundError: if the workdir holds no checkpoint.
+    checkpointing.IncompatibleCheckpointError: if it cannot hold the state of `config`.
+  """
+  t_start = time.time()
+  workdir = epath.Path(workdir)
+  task = tasks.get_task(config)
+  task.check_ready()
+  checkpointer = checkpointing.Checkpointer(workdir, config)
+  try:
+    latest = checkpointer.latest_step()
+    if latest is None:
+      raise FileNotFoundError(
+          f"No checkpoint to evaluate in {workdir / checkpointing.CHECKPOINT_DIR}; train "
+          "first with the same --workdir (and mode=train).")
+    trainer = Trainer(config, task, list(devices) if devices is not None else jax.devices())
+    state = TrainState(**checkpointer.restore(latest, trainer.abstract_state_dict()))
+  finally:
+    checkpointer.close()
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  eval_results = trainer.evaluate(state, writer, latest, workdir / IMAGES_DIR / "eval_only")
+  writer.write_scalars(latest, {f"eval/{k}": v for k, v in eval_results.items()})
+  writer.close()
+  result = {"step": latest, "eval": eval_results, "report": task.report(eval_results),
+            "wall_time_s": round(time.time() - t_start, 2)}
+  logging.info("Evaluation of the checkpoint at step %d: %s", latest, result["report"])
+  if jax.process_index() == 0:
+    (workdir / EVAL_METRICS_FILE).write_text(json.dumps(result, indent=2))
   return result
