@@ -1,0 +1,181 @@
+r"""Unsupervised object discovery: the shared composition of every setting (task "object_discovery").
+
+The per-setting files (multi_dsprites.py, tetrominoes.py, clevr6.py, clevr10.py, clevrtex.py,
+clevrtex_mesh.py, shapes.py) are thin wrappers around `build(setting, arg)`; this file also
+runs any setting directly:
+
+  python main.py --config=configs/object_discovery.py:setting=multi_dsprites,attention=mesh \
+      --workdir=workdirs/multi_dsprites_mesh
+
+Arguments (all settings): attention=softmax|sinkhorn|mesh (SA, SA-SH, SA-MESH),
+update_norm=auto|weighted_mean|sum|weighted_sum|layer_norm|batch_norm (003), seed=<int>,
+runlocal=1 (a one-minute CPU run on shapes/tiny with a small model).
+
+Evaluation only, from the workdir's latest checkpoint, on the test split:
+
+  python main.py --config=configs/multi_dsprites.py:attention=mesh --workdir=WORKDIR \
+      --config.mode=eval [--config.evaluation.num_slots=8] \
+      [--config.evaluation.per_object_count=True] [--config.evaluation.slot_counts=6,8,10] \
+      [--config.model.slot_attention.num_iters_eval=5]
+
+writes WORKDIR/eval_metrics.json (FG-ARI, FG-mIoU, optional per-object-count and per-slot-count
+breakdowns) and the image grid under WORKDIR/images/.
+
+Settings (hyper-parameters: SA supplement Table 10, MESH App. F.3): batch 64, Adam 4e-4,
+linear warm-up 10k, decay 0.5 per 100k, global-norm clipping 0.1 (MESH reference), 3 iterations.
+
+  setting         data (resolution)                      conv ch  slot/MLP  slots  steps
+  multi_dsprites  colored_on_grayscale (64), <= 5 objects  32      64/128     6    530 ep = 496,875
+  tetrominoes     tetrominoes (35)                         32      64/128     4    500k
+  clevr6          clevr6 crop -> 128, 8x8 broadcast        64      64/128     7    500k
+  clevr10         as clevr6, evaluated on clevr10, 11 slots 64      64/128     7    500k
+  clevrtex        clevrtex/full crop -> 64                 64     128/256    11    530 ep = 331,250
+  shapes          shapes/32x32 (offline), <= 3 objects     32      64/128     4    20k
+
+Runtime: SA paper App.: 7.5 h (Tetrominoes), 24 h (Multi-dSprites), 5.5 days (CLEVR6) for 500k
+steps of SA on one V100; SA-MESH costs more per step (4 MESH steps of 5 Sinkhorn iterations).
+Not practical on CPU except `shapes` and `runlocal=1` (about a minute).
+"""
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+from configs import common
+
+OD_ATTENTIONS = ("softmax", "sinkhorn", "mesh")  # SA-EMD is not run on images (MESH §5.3).
+UPDATE_NORMS = ("auto", "weighted_mean", "sum", "weighted_sum", "layer_norm", "batch_norm")
+
+_MDS = "multi_object_datasets/"
+SETTINGS = {
+    "multi_dsprites": dict(dataset=_MDS + "multi_dsprites_colored_on_grayscale",
+                           architecture="multi_dsprites", resolution=64, max_objects=5,
+                           slot_size=64, mlp_size=128, epochs=530, train_size=60_000),
+    "tetrominoes": dict(dataset=_MDS + "tetrominoes", architecture="tetrominoes",
+                        resolution=35, max_objects=3, slot_size=64, mlp_size=128,
+                        steps=500_000),
+    "clevr6": dict(dataset=_MDS + "clevr6", architecture="clevr", resolution=128,
+                   max_objects=6, slot_size=64, mlp_size=128, steps=500_000),
+    "clevr10": dict(dataset=_MDS + "clevr6", architecture="clevr", resolution=128,
+                    max_objects=6, slot_size=64, mlp_size=128, steps=500_000, flip=True,
+                    eval_dataset=_MDS + "clevr10", eval_slots=11,
+                    slot_counts="7,8,9,10,11,12,13"),
+    "clevrtex": dict(dataset="clevrtex/full", architecture="clevrtex", resolution=64,
+                     max_objects=10, slot_size=128, mlp_size=256, epochs=530,
+                     train_size=40_000),
+    "shapes": dict(dataset="shapes/32x32", architecture="multi_dsprites", resolution=32,
+                   max_objects=3, slot_size=64, mlp_size=128, width=32, steps=20_000),
+}
+
+
+def _data_config() -> ml_collections.ConfigDict:
+  # Same fields as `slot_ot_jax.input_pipeline.get_data_config()`, listed here so that
+  # loading a config does not import TensorFlow (tests/test_object_discovery.py compares them).
+  c = ml_collections.ConfigDict()
+  c.name = "shapes/32x32"
+  c.data_dir = config_dict.placeholder(str)
+  c.manual_dir = config_dict.placeholder(str)
+  c.prepare = True
+  c.train_split = "train"
+  c.eval_split = ""
+  c.resolution = 0
+  c.crop = "default"
+  c.max_objects = -1
+  c.flip = False
+  c.shuffle_buffer = 10_000
+  c.antialias = False
+  return c
+
+
+def build(setting: str, arg: str | None = None, **arg_defaults) -> ml_collections.ConfigDict:
+  """The locked config of `setting` (a key of SETTINGS) with argument string `arg`.
+
+  `arg_defaults` overrides the defaults of the arguments (e.g. attention="mesh").
+  """
+  s = SETTINGS[common.check_choice("setting", setting, tuple(SETTINGS))]
+  defaults = dict(attention="softmax", update_norm="auto", seed=0, runlocal=False)
+  if setting == "shapes":
+    defaults.update(steps=s["steps"], width=s["width"], batch_size=64)
+  defaults.update(arg_defaults)
+  arg = common.parse_arg(arg, **defaults)
+  common.check_choice("attention", arg.attention, OD_ATTENTIONS)
+  common.check_choice("update_norm", arg.update_norm, UPDATE_NORMS)
+
+  config = common.get_base_config()
+  config.task = "object_discovery"
+  config.mode = "train"  # "eval": evaluate the workdir's latest checkpoint on the test split.
+  config.seed = arg.seed
+  config.runlocal = arg.runlocal
+
+  config.data = _data_config()
+  config.data.name = s["dataset"]
+  config.data.resolution = s["resolution"]
+  config.data.flip = s.get("flip", False)
+
+  config.model = ml_collections.ConfigDict()
+  config.model.architecture = s["architecture"]  # Encoder/decoder of models.py.
+  config.model.width = s.get("width", 0)         # Conv channels; 0 = the paper's.
+  num_slots = s["max_objects"] + 1
+  config.model.slot_attention = common.slot_attention_kwargs(
+      num_slots=num_slots, slot_size=s["slot_size"], mlp_size=s["mlp_size"], num_iters=3,
+      attention=arg.attention, update_norm=arg.update_norm)
+
+  config.evaluation = ml_collections.ConfigDict()
+  config.evaluation.dataset = s.get("eval_dataset", "")  # "" = data.name.
+  config.evaluation.max_objects = -1         # Object filter of evaluation.dataset.
+  config.evaluation.num_slots = s.get("eval_slots", config_dict.placeholder(int))
+  config.evaluation.test_split = "test"      # Split of mode="eval".
+  config.evaluation.per_object_count = "eval_dataset" in s
+  config.evaluation.slot_counts = s.get("slot_counts", "")  # e.g. "7,9,11".
+  config.evaluation.count_unmatched_predictions = False     # True: ClevrTex evaluator mIoU.
+
+  config.images = ml_collections.ConfigDict()
+  config.images.num_examples = 4             # Rows of the image grid; 0 = none.
+  config.images.mode = "mask"                # Slot tiles: "mask", "rgb" or "image".
+
+  if "epochs" in s:  # MESH: 530 epochs.
+    steps = s["epochs"] * s["train_size"] // config.batch_size
+  elif setting == "shapes":
+    steps = arg.steps
+  else:
+    steps = s["steps"]
+  if setting == "shapes":
+    config.model.width = arg.width
+    config.batch_size = config.eval_batch_size = arg.batch_size
+    # The papers' schedule shape compressed to the run: warm-up over the first 2%, halved
+    # every fifth of the run (500k-step runs: 10k and 100k).
+    common.set_schedule(config, num_train_steps=steps, warmup_steps=steps // 50,
+                        decay_steps=steps // 5)
+    common.set_intervals(config, log=100, eval=max(steps // 4, 1), checkpoint=1_000)
+  else:
+    common.set_schedule(config, num_train_steps=steps)
+
+  if arg.runlocal:
+    # About a minute on one CPU core: 60 steps of a small model on the tiny shapes set.
+    config.data.name = "shapes/tiny"
+    config.data.resolution = 32
+    config.data.flip = False
+    config.evaluation.dataset = ""
+    if config.evaluation.num_slots is not None:
+      config.evaluation.num_slots = 5
+    config.evaluation.slot_counts = "3,5" if config.evaluation.slot_counts else ""
+    config.model.width = 16
+    sa = config.model.slot_attention
+    sa.num_slots, sa.slot_size, sa.mlp_size = 4, 32, 64
+    config.batch_size = config.eval_batch_size = 8
+    common.set_schedule(config, num_train_steps=60, warmup_steps=10, decay_steps=100)
+    common.set_intervals(config, log=10, eval=30, checkpoint=30)
+    config.checkpoints_to_keep = 1
+  return common.lock(config)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """Any setting, e.g. arg "setting=clevrtex,attention=mesh,seed=1"."""
+  setting = "shapes"
+  rest = []
+  for item in (arg or "").split(","):
+    if item.strip().startswith("setting="):
+      setting = item.split("=", 1)[1].strip()
+    elif item.strip():
+      rest.append(item)
+  return build(setting, ",".join(rest))
