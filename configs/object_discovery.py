@@ -1,4 +1,4 @@
-r"""Unsupervised object discovery: the shared composition of every setting (task "object_discovery").
+r"""Unsupervised object discovery: shared composition of every setting (task "object_discovery").
 
 The per-setting files (multi_dsprites.py, tetrominoes.py, clevr6.py, clevr10.py, clevrtex.py,
 clevrtex_mesh.py, shapes.py) are thin wrappers around `build(setting, arg)`; this file also

@@ -68,7 +68,8 @@ class ConfigTest(parameterized.TestCase):
                       opt.decay_steps, opt.grad_clip_norm), (64, 4e-4, 10_000, 0.5, 100_000, 0.1))
     tex = clevrtex_mesh_config.get_config()
     sa = tex.model.slot_attention
-    self.assertEqual((sa.attention, sa.num_slots, sa.slot_size, sa.mlp_size), ("mesh", 11, 128, 256))
+    self.assertEqual((sa.attention, sa.num_slots, sa.slot_size, sa.mlp_size),
+                     ("mesh", 11, 128, 256))
     self.assertEqual((tex.data.name, tex.data.resolution, tex.num_train_steps),
                      ("clevrtex/full", 64, 331_250))
     task = tasks.get_task(tex)
