@@ -11,6 +11,7 @@ parameters; other config differences (say a longer schedule) are logged and the 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 from typing import Any, Mapping
@@ -77,7 +78,10 @@ class Checkpointer:
   """Saves and restores the train state (a dict of arrays) in `<workdir>/checkpoints`."""
 
   def __init__(self, workdir: epath.PathLike, config: ml_collections.ConfigDict):
+    # orbax writes through tensorstore, which needs an absolute path.
     self.workdir = epath.Path(workdir)
+    if not self.workdir.is_absolute() and "://" not in str(workdir):
+      self.workdir = epath.Path(os.path.abspath(str(workdir)))
     self.config_dict = json.loads(config.to_json_best_effort())
     self.manager = ocp.CheckpointManager(
         self.workdir / CHECKPOINT_DIR,
