@@ -54,6 +54,10 @@ def _allowed_zero(path, module):
     # MESH steps use d objective / d plan; for a ReLU MLP this is piecewise constant in
     # the biases, so they receive no gradient (a property of App. I's ReLU objective).
     return True
+  if module.slot_init == "identical" and module.num_iters == 1 and "marginal_slots" in name:
+    # Identical slots in the only iteration: b = K softmax_K(h_b(z)) is uniform whatever
+    # h_b's parameters are (all K logits move together), so they get no gradient.
+    return True
   return False
 
 
