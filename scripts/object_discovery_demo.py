@@ -22,12 +22,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = {"softmax": "SA", "sinkhorn": "SA-SH", "mesh": "SA-MESH"}
 
 
-def run_args(attention, seed, a, with_data_dir=True):
+def run_args(attention, seed, a, with_data_dir=True, workdir=None):
   """The main.py arguments of one run."""
   return [
       f"--config=configs/shapes.py:attention={attention},seed={seed},steps={a.steps},"
       f"width={a.width},batch_size={a.batch_size}",
-      f"--workdir={os.path.join(a.workdir, f'{attention}_{seed}')}",
+      f"--workdir={os.path.join(workdir or a.workdir, f'{attention}_{seed}')}",
       f"--config.model.slot_attention.slot_size={a.slot_size}",
       f"--config.model.slot_attention.mlp_size={2 * a.slot_size}",
       f"--config.optimizer.warmup_steps={a.steps // 10}",
@@ -97,6 +97,16 @@ def main():
     miou = [100 * rows[attention, s]["eval"]["fg_miou"] for s in seeds]
     lines.append(f"| {NAMES[attention]} | {sum(ari) / len(ari):.1f} | "
                  f"{sum(miou) / len(miou):.1f} |")
+  means = {m: [sum(100 * rows[v, s]["eval"][m] for s in seeds) / len(seeds) for v in attentions]
+           for m in ("fg_ari", "fg_miou")}
+  spread = {m: max(max(100 * rows[v, s]["eval"][m] for s in seeds) -
+                   min(100 * rows[v, s]["eval"][m] for s in seeds) for v in attentions)
+            for m in ("fg_ari", "fg_miou")}
+  gap = {m: max(v) - min(v) for m, v in means.items()}
+  lines += ["", f"Largest gap between variant means: FG-ARI {gap['fg_ari']:.1f}"
+            f" points, FG-mIoU {gap['fg_miou']:.1f} points; "
+            f"largest gap between the seeds of one variant: FG-ARI {spread['fg_ari']:.1f}, "
+            f"FG-mIoU {spread['fg_miou']:.1f} points."]
   lines += ["", "Mask grids (seed 0, first 4 test images; columns: input, reconstruction, "
             "segmentation, 4 alpha masks, 4 attention maps of the last iteration):", ""]
   for attention in attentions:
@@ -109,7 +119,8 @@ def main():
             f"python scripts/object_discovery_demo.py --steps={a.steps} "
             f"--batch_size={a.batch_size} --width={a.width} --slot_size={a.slot_size} "
             f"--seeds={a.seeds}", "```", "", "One run by hand:", "", "```",
-            "python main.py " + " ".join(run_args(attentions[0], seeds[0], a, with_data_dir=False)), "```", ""]
+            "python main.py " + " ".join(run_args(attentions[0], seeds[0], a, with_data_dir=False,
+                                              workdir="workdirs/od_demo")), "```", ""]
   path = os.path.join(a.out, "object_discovery_shapes.md")
   with open(path, "w") as f:
     f.write("\n".join(lines))

@@ -56,7 +56,8 @@ class ConfigTest(parameterized.TestCase):
     small = od_config.build(setting, f"attention={attention},runlocal=1")
     self.assertEqual(small.data.name, "shapes/tiny")
     self.assertLessEqual(small.num_train_steps, 1000)
-    _abstract_model(small)
+    if attention == "softmax":  # The small architecture does not depend on the attention.
+      _abstract_model(small)
 
   def test_paper_hyper_parameters(self):
     mds = od_config.build("multi_dsprites")
