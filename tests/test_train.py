@@ -194,6 +194,17 @@ class CheckpointTest(absltest.TestCase):
     self.assertEqual(json.loads(open(os.path.join(workdir, "config.json")).read())["task"],
                      "toy_regression")
 
+  def test_relative_workdir(self):
+    """A workdir given relative to the current directory trains and checkpoints."""
+    cwd = os.getcwd()
+    os.chdir(tempfile.mkdtemp())
+    try:
+      result = train.train_and_evaluate(toy_config(num_train_steps=4), "runs/relative")
+      self.assertEqual(result["step"], 4)
+      self.assertIsNotNone(checkpointing.Checkpointer("runs/relative", toy_config()).latest_step())
+    finally:
+      os.chdir(cwd)
+
   def test_incompatible_width_is_a_clear_error(self):
     workdir = tempfile.mkdtemp()
     train.train_and_evaluate(toy_config(num_train_steps=4), workdir)
