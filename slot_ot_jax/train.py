@@ -147,17 +147,28 @@ class Trainer:
     create = functools.partial(create_train_state, task, self.model, self.tx, init_rng,
                                train_rng)
     self.abstract_state = jax.eval_shape(create)
-    self.create_state = jax.jit(create, out_shardings=self.replicated)
+    self.create_state = self._under_mesh(jax.jit(create, out_shardings=self.replicated))
     dummy = jax.tree.map(jnp.asarray, task.dummy_batch(config.batch_size))
     metrics_cls = make_train_metrics(task, self.model, self.abstract_state, dummy)
-    self.train_step = jax.jit(
+    self.train_step = self._under_mesh(jax.jit(
         make_train_step(task, self.model, self.tx, self.schedule, metrics_cls),
         in_shardings=(self.replicated, self.data_sharding),
         out_shardings=(self.replicated, self.replicated, self.replicated),
-        donate_argnums=(0,))
-    self.eval_step = jax.jit(make_eval_step(task, self.model),
-                             in_shardings=(self.replicated, self.data_sharding, self.replicated),
-                             out_shardings=self.replicated)
+        donate_argnums=(0,)))
+    self.eval_step = self._under_mesh(jax.jit(
+        make_eval_step(task, self.model),
+        in_shardings=(self.replicated, self.data_sharding, self.replicated),
+        out_shardings=self.replicated))
+
+  def _under_mesh(self, fn):
+    """`fn` traced and run with the device mesh as the context mesh (`jax.set_mesh`), which
+    lets mesh-aware code inside the model (the host callback of `transport.emd`) split its
+    work over the data axis."""
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+      with jax.set_mesh(self.device_mesh):
+        return fn(*args, **kwargs)
+    return wrapped
 
   def abstract_state_dict(self) -> dict[str, Any]:
     return jax.tree.map(
@@ -182,8 +193,8 @@ class Trainer:
       metrics = update if metrics is None else metrics.merge(update)
       if i == 0 and writer is not None:
         variables = {"params": state.params, **state.model_state}
-        images = self.task.image_summaries(self.model, variables, batch,
-                                           stream_rngs(rng, self.task.rng_streams))
+        images = self._under_mesh(self.task.image_summaries)(
+            self.model, variables, batch, stream_rngs(rng, self.task.rng_streams))
         if images:
           writer.write_images(step, {f"eval/{k}": v for k, v in images.items()})
           if image_dir is not None and jax.process_index() == 0:

@@ -167,8 +167,12 @@ def sinkhorn(cost: Array, a: Array, b: Array, *, num_iters: int,
   """
   if num_iters < 1:
     raise ValueError(f"num_iters must be >= 1, got {num_iters}")
-  a = jnp.maximum(a, MIN_MARGINAL)
-  b = jnp.maximum(b, MIN_MARGINAL)
+  # Broadcast the batch dimensions up front: the custom backward pass of `_log_matvec`
+  # returns cotangents of the broadcast shape.
+  lead = jnp.broadcast_shapes(cost.shape[:-2], a.shape[:-1], b.shape[:-1])
+  cost = jnp.broadcast_to(cost, lead + cost.shape[-2:])
+  a = jnp.maximum(jnp.broadcast_to(a, lead + a.shape[-1:]), MIN_MARGINAL)
+  b = jnp.maximum(jnp.broadcast_to(b, lead + b.shape[-1:]), MIN_MARGINAL)
   logits = -jnp.swapaxes(cost, -1, -2) / temperature  # [..., K, N]: inputs on the minor axis
   g = jnp.zeros_like(b) if init is None else init[1]
   # Row step in the log domain: f = log a - logsumexp_k(logits + g).
@@ -339,20 +343,45 @@ def _emd_host(cost: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
   return out.reshape(cost.shape)
 
 
+def _batch_axes_of_context_mesh(cost: Array) -> tuple[str, ...]:
+  """The non-manual axes of the mesh set by `jax.set_mesh` that can split cost's leading axis."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or cost.ndim < 3:
+    return ()
+  axes = tuple(name for name, kind in zip(mesh.axis_names, mesh.axis_types)
+               if kind != jax.sharding.AxisType.Manual)
+  size = int(np.prod([mesh.shape[name] for name in axes])) if axes else 1
+  return axes if size > 1 and cost.shape[0] % size == 0 else ()
+
+
 def emd(cost: Array, a: Array, b: Array) -> Array:
   """Exact (unregularised) OT plan [..., N, K] by POT's network simplex (Bonneel et al. 2011).
 
   Runs on the host through `jax.pure_callback`, so it works under jit and vmap (problems are
   solved one after another). It has no useful gradient: the result is `stop_gradient`-ed.
   Needs the `emd` extra (POT).
+
+  Under a device mesh set with `jax.set_mesh` (the trainer does so), the callback runs inside
+  `jax.shard_map` over the leading batch axis, so every device solves its own shard. Without
+  this, XLA's SPMD partitioner gathers the whole batch onto one device for the callback, which
+  breaks data-parallel training.
   """
   _require_pot()
-  out_type = jax.ShapeDtypeStruct(cost.shape, cost.dtype)
-  cb = lambda c, aa, bb: _emd_host(c, aa, bb).astype(out_type.dtype)
-  plan = jax.pure_callback(cb, out_type, jax.lax.stop_gradient(cost),
-                           jax.lax.stop_gradient(a), jax.lax.stop_gradient(b),
-                           vmap_method="broadcast_all")
-  return jax.lax.stop_gradient(plan)
+  lead = cost.shape[:-2]
+  cost, a, b = (jax.lax.stop_gradient(x) for x in (cost, a, b))
+  a = jnp.broadcast_to(a, lead + a.shape[-1:])
+  b = jnp.broadcast_to(b, lead + b.shape[-1:])
+
+  def solve(c, aa, bb):
+    out_type = jax.ShapeDtypeStruct(c.shape, c.dtype)
+    return jax.pure_callback(lambda *xs: _emd_host(*xs).astype(out_type.dtype), out_type,
+                             c, aa, bb, vmap_method="broadcast_all")
+
+  axes = _batch_axes_of_context_mesh(cost)
+  if axes:
+    spec = jax.sharding.PartitionSpec(axes)
+    solve = jax.shard_map(solve, in_specs=(spec,) * 3, out_specs=spec, axis_names=set(axes))
+  return jax.lax.stop_gradient(solve(cost, a, b))
 
 
 def emd_sinkhorn(cost: Array, a: Array, b: Array, *, num_iters: int,

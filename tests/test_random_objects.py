@@ -29,12 +29,7 @@ def tiny_config(**overrides):
   config.data.dim = 16
   config.model.slot_attention.mlp_size = 16
   config.log_every_steps = config.eval_every_steps = config.checkpoint_every_steps = 8
-  for key, value in overrides.items():
-    node = config
-    *path, leaf = key.split(".")
-    for name in path:
-      node = node[name]
-    node[leaf] = value
+  config.update_from_flattened_dict(overrides)
   return config
 
 
@@ -154,16 +149,13 @@ class TrainRandomObjectsTest(parameterized.TestCase):
                             "data.num_train": 64, "checkpoint_every_steps": 2,
                             "eval_every_steps": 4, "model.slot_attention.num_iters": 2})
     workdir = tempfile.mkdtemp()
-    # EMD's host callback is placed on one device by the SPMD partitioner, and with several
-    # fake CPU devices the gather around it can deadlock; EMD runs on one device here.
-    devices = jax.devices()[:1] if attention == "emd" else None
-    result = train.train_and_evaluate(config, workdir, devices=devices)
+    result = train.train_and_evaluate(config, workdir)
     self.assertEqual(result["step"], 4)
     self.assertTrue(np.isfinite(result["eval"]["rmse_over_sigma"]))
     self.assertIn(ro.PAPER_NAMES[attention], result["report"])
     if attention == "softmax":
       # Rerunning the finished workdir restores the last checkpoint and re-evaluates it.
-      again = train.train_and_evaluate(config, workdir, devices=devices)
+      again = train.train_and_evaluate(config, workdir)
       self.assertEqual(again["resumed_from_step"], 4)
       self.assertAlmostEqual(again["eval"]["rmse_over_sigma"],
                              result["eval"]["rmse_over_sigma"], places=6)

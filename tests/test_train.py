@@ -101,12 +101,7 @@ def toy_config(**overrides):
                       decay_steps=10, grad_clip_norm=1.0)
   common.set_intervals(config, log=4, eval=6, checkpoint=4)
   config = common.lock(config)
-  for key, value in overrides.items():
-    node = config
-    *path, leaf = key.split(".")
-    for name in path:
-      node = node[name]
-    node[leaf] = value
+  config.update_from_flattened_dict(overrides)
   return config
 
 

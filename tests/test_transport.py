@@ -147,6 +147,21 @@ class SinkhornTest(chex.TestCase):
                                                         temperature=0.8, init=(f, g))[0])
       check_grads(fn, (cost, a, b) + init, order=1, modes=("rev",), atol=1e-6, rtol=1e-6)
 
+  def test_marginals_shared_across_the_batch(self):
+    # a [N] and b [K] broadcast against cost [B, N, K]: values and gradients (w.r.t. cost and
+    # the shared marginals) equal those of explicitly broadcast marginals.
+    cost, a, b, w = _problem(7)
+    a0, b0 = a[0] * (b[0].sum() / a[0].sum()), b[0]
+    def loss(c, aa, bb):
+      return jnp.sum(w * T.sinkhorn(c, aa, bb, num_iters=4)[0])
+    shared = jax.grad(loss, argnums=(0, 1, 2))(cost, a0, b0)
+    full = jax.grad(lambda c, aa, bb: loss(c, jnp.broadcast_to(aa, (3, 9)),
+                                           jnp.broadcast_to(bb, (3, 4))),
+                    argnums=(0, 1, 2))(cost, a0, b0)
+    for x, y in zip(shared, full):
+      self.assertEqual(x.shape, y.shape)
+      np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
 
 class MeshTest(chex.TestCase):
 
@@ -319,6 +334,27 @@ class EmdTest(parameterized.TestCase):
     g1 = jax.grad(lambda c: jnp.sum(w * T.emd_sinkhorn(c, a, b, num_iters=5)))(cost)
     g2 = jax.grad(lambda c: jnp.sum(w * T.sinkhorn(c, a, b, num_iters=5)[0]))(cost)
     np.testing.assert_allclose(g1, g2, atol=1e-6)
+
+  def test_sharded_over_a_context_mesh(self):
+    # Under `jax.set_mesh` the host callback runs per shard of the leading axis: the result
+    # equals the single-device one and stays sharded over the data axis (without the
+    # shard_map, SPMD places the callback on one device and the output is not data-sharded).
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
+    self.assertGreaterEqual(jax.device_count(), 4)
+    mesh = Mesh(np.asarray(jax.devices()[:4]), ("data",))
+    cost, a, b, _ = _problem(22, batch=(8,), n=12, k=3)
+    want = T.emd_sinkhorn(cost, a[0], b, num_iters=3)
+    sharded = NamedSharding(mesh, P("data"))
+    cost_s, b_s = jax.device_put((cost, b), sharded)
+    with jax.set_mesh(mesh):
+      fn = jax.jit(lambda c, aa, bb: T.emd_sinkhorn(c, aa, bb, num_iters=3))
+      got = fn(cost_s, a[0], b_s)
+      grad = jax.jit(jax.grad(lambda c: jnp.sum(T.emd_sinkhorn(c, a[0], b_s, num_iters=3))))(
+          cost_s)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    self.assertEqual(got.sharding.spec, P("data"))
+    self.assertEqual(grad.shape, cost.shape)
+    self.assertTrue(np.all(np.isfinite(grad)))
 
 
 if __name__ == "__main__":
