@@ -125,6 +125,7 @@ def slot_attention_kwargs(num_slots, **overrides) -> ml_collections.ConfigDict:
       slot_init="shared_gaussian",
       fixed_init_seed=0,
       detach_slots=False,
+      norm_inputs=True,
   ))
   for key, value in overrides.items():
     if key not in kwargs:

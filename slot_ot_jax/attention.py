@@ -156,6 +156,9 @@ class SlotAttention(nn.Module):
       "identical" (all slots start at one learned vector; ties are broken by MESH/EMD only).
     detach_slots: stop the slots' gradient at the start of every iteration, so gradients
       reach parameters through the last iteration only (Chang et al. 2022; the dagger rows).
+    norm_inputs: LayerNorm on the inputs before the projections and the input-marginal
+      network (Alg. 1). False keeps the inputs' own scale (an ablation: with the LayerNorm,
+      the scale sigma of the random-objects data only sets the scale of the targets).
   """
   num_slots: int
   slot_size: int = 64
@@ -183,6 +186,7 @@ class SlotAttention(nn.Module):
   slot_init: str = "shared_gaussian"
   fixed_init_seed: int = 0
   detach_slots: bool = False
+  norm_inputs: bool = True
 
   def _validate(self):
     _check("attention", self.attention, ATTENTIONS)
@@ -268,7 +272,7 @@ class SlotAttention(nn.Module):
       slots = self._initial_slots(batch, k, inputs.dtype)
 
     # Submodules are built once and shared by all iterations (tied weights).
-    x = nn.LayerNorm(name="norm_inputs")(inputs)
+    x = nn.LayerNorm(name="norm_inputs")(inputs) if self.norm_inputs else inputs
     keys = nn.Dense(d, use_bias=False, name="project_k")(x)     # [B, N, D]
     values = nn.Dense(d, use_bias=False, name="project_v")(x)   # [B, N, D]
     norm_slots = nn.LayerNorm(name="norm_slots")

@@ -291,6 +291,18 @@ class SlotCountTest(absltest.TestCase):
     self.assertLen(_run(module, variables, x, train=False)[1]["intermediates"]["attn"], 5)
     self.assertLen(_run(module, variables, x, train=True)[1]["intermediates"]["attn"], 3)
 
+  def test_norm_inputs(self):
+    # With the input LayerNorm the slots do not see the inputs' scale (up to its epsilon);
+    # without it they do, and the module has no norm_inputs parameters.
+    x = _inputs()
+    for norm, same in ((True, True), (False, False)):
+      module = _module(attention="sinkhorn", norm_inputs=norm)
+      variables = _init(module, x)
+      self.assertEqual("norm_inputs" in variables["params"], norm)
+      scaled = _run(module, variables, 10.0 * x)[0]
+      self.assertEqual(bool(np.allclose(scaled, _run(module, variables, x)[0], atol=1e-4)),
+                       same)
+
   def test_unknown_value_lists_valid_ones(self):
     with self.assertRaisesRegex(ValueError, "valid values.*softmax.*mesh"):
       _module(attention="meshy").init(_rngs(0), _inputs(), train=True)
