@@ -129,8 +129,8 @@ def write_table(args, grid_wall_s) -> str:
            "RMSE / sigma on the held-out set (6,400 examples; 640 with --runlocal), median over seeds (lower is better; "
            "predicting zeros scores 1.0). Paper: median over 5 seeds.", "",
            f"- command: `python scripts/reproduce_random_objects.py "
-           f"{' '.join(sys.argv[1:])}`".rstrip(),
-           f"- machine: {platform.platform()}, {os.cpu_count()} CPU cores, "
+           f"{' '.join(sys.argv[1:]).replace(REPO + os.sep, '')}`".rstrip(),
+           f"- machine: {platform.machine()} CPU, {os.cpu_count()} cores, "
            f"{args.jobs} parallel process(es)",
            f"- wall time of this invocation: {grid_wall_s / 3600:.2f} h; sum over runs: "
            f"{sum(r[-1] for r in rows) / 3600:.2f} h",

@@ -1,4 +1,5 @@
 """Tests of the random-objects experiment (slot_ot_jax/random_objects.py)."""
+import importlib.util
 import itertools
 import os
 import sys
@@ -16,6 +17,16 @@ from configs import random_objects as ro_config  # pylint: disable=g-import-not-
 from slot_ot_jax import random_objects as ro
 from slot_ot_jax import tasks
 from slot_ot_jax import train
+
+
+def _diagnostics():
+  """scripts/random_objects_diagnostics.py as a module (scripts/ is not a package)."""
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts",
+                      "random_objects_diagnostics.py")
+  spec = importlib.util.spec_from_file_location("random_objects_diagnostics", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def tiny_config(**overrides):
@@ -153,6 +164,15 @@ class TrainRandomObjectsTest(parameterized.TestCase):
     self.assertEqual(result["step"], 4)
     self.assertTrue(np.isfinite(result["eval"]["rmse_over_sigma"]))
     self.assertIn(ro.PAPER_NAMES[attention], result["report"])
+    # The diagnostics script reads the trained workdir: shares and masses in range.
+    diag = _diagnostics().diagnose(workdir, num_batches=1)
+    self.assertEqual((diag["step"], diag["attention"]), (4, attention))
+    self.assertBetween(diag["object_share"], 0.0, 1.0)
+    self.assertTrue(np.isfinite(diag["rmse_over_sigma"]))
+    if attention == "softmax":
+      self.assertIsNone(diag["input_mass_on_zeros"])
+    else:
+      self.assertBetween(diag["input_mass_on_zeros"], 0.0, diag["total_mass"] * (1 + 1e-5))
     if attention == "softmax":
       # Rerunning the finished workdir restores the last checkpoint and re-evaluates it.
       again = train.train_and_evaluate(config, workdir)
