@@ -3,12 +3,13 @@ r"""CPU demonstration: SA vs SA-SH vs SA-MESH on shapes/32x32 at one fixed small
   python scripts/object_discovery_demo.py [--steps=600 --batch_size=16 --seeds=0,1 \
       --data_dir=DATA_DIR --workdir=workdirs/od_demo --out=benchmarks/results]
 
-Runs `main.py --config=configs/shapes.py:attention=A,seed=S,...` one at a time (each under
-`nice -n 10`), with the final evaluation on the test split (320 images), then writes
-<out>/object_discovery_shapes.md (budget, per-run FG-ARI / FG-mIoU, means, wall times, the
-command) and one mask grid per variant, <out>/object_discovery_shapes_<attention>.png (seed 0;
-rows: input, reconstruction, segmentation, 4 alpha masks, 4 last-iteration attention maps).
-A run whose workdir already holds final_metrics.json is not repeated.
+Runs `main.py --config=configs/shapes.py:attention=A,seed=S,...` (each under `nice -n 10`;
+one at a time, or --jobs at a time with one CPU thread each), with the final evaluation on the
+test split (320 images), then writes <out>/object_discovery_shapes<tag>.md (budget, per-run
+FG-ARI / FG-mIoU, means, wall times, the command) and one mask grid per variant,
+<out>/object_discovery_shapes<tag>_<attention>.png (seed 0; rows: input, reconstruction,
+segmentation, 4 alpha masks, 4 last-iteration attention maps). A run whose workdir already
+holds final_metrics.json is not repeated.
 """
 import argparse
 import json
@@ -49,27 +50,41 @@ def main():
   p.add_argument("--data_dir", default=None)
   p.add_argument("--workdir", default="workdirs/od_demo")
   p.add_argument("--out", default="benchmarks/results")
+  p.add_argument("--jobs", type=int, default=1, help="runs at a time (one thread each if > 1)")
+  p.add_argument("--tag", default="", help="suffix of the output file names")
   a = p.parse_args()
   seeds = [int(s) for s in a.seeds.split(",")]
   attentions = a.attentions.split(",")
+  env = dict(os.environ)
+  if a.jobs > 1:  # One core per process.
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
+                        "intra_op_parallelism_threads=1").strip()
+    env.update(OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
+  runs = [(attention, seed) for attention in attentions for seed in seeds]
+  final_of = lambda r: os.path.join(a.workdir, f"{r[0]}_{r[1]}", "final_metrics.json")
+  pending = [r for r in runs if not os.path.exists(final_of(r))]
+  active = {}
+  while pending or active:
+    while pending and len(active) < a.jobs:
+      run = pending.pop(0)
+      cmd = ["nice", "-n", "10", sys.executable, "main.py", *run_args(*run, a)]
+      print(" ".join(cmd), flush=True)
+      active[run] = (subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL), time.time())
+    time.sleep(1)
+    for run, (proc, start) in list(active.items()):
+      if proc.poll() is None:
+        continue
+      del active[run]
+      if proc.returncode:
+        raise RuntimeError(f"{run} failed with exit code {proc.returncode}")
+      result = json.load(open(final_of(run)))
+      result["process_wall_s"] = round(time.time() - start, 1)
+      json.dump(result, open(final_of(run), "w"), indent=2)
   rows = {}
-  for attention in attentions:
-    for seed in seeds:
-      workdir = os.path.join(a.workdir, f"{attention}_{seed}")
-      final = os.path.join(workdir, "final_metrics.json")
-      if not os.path.exists(final):
-        cmd = ["nice", "-n", "10", sys.executable, "main.py", *run_args(attention, seed, a)]
-        print(" ".join(cmd), flush=True)
-        start = time.time()
-        subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
-        elapsed = time.time() - start
-        result = json.load(open(final))
-        result["process_wall_s"] = round(elapsed, 1)
-        json.dump(result, open(final, "w"), indent=2)
-      rows[attention, seed] = json.load(open(final))
-      r = rows[attention, seed]
-      print(f"{attention} seed {seed}: {r['report']} ({r.get('process_wall_s')} s)", flush=True)
+  for run in runs:
+    rows[run] = r = json.load(open(final_of(run)))
+    print(f"{run[0]} seed {run[1]}: {r['report']} ({r.get('process_wall_s')} s)", flush=True)
 
   os.makedirs(a.out, exist_ok=True)
   lines = [
@@ -80,8 +95,10 @@ def main():
       f"size {a.slot_size}, slot MLP {2 * a.slot_size}, 3 iterations; Adam 4e-4, warm-up "
       f"{a.steps // 10} steps, lr halved once over the run, clipping 0.1. Metrics on the "
       f"test split (320 images), 4 slots. Seeds: {', '.join(map(str, seeds))}. "
-      "Each run is one process under `nice -n 10` on a shared 2-core machine; wall time "
-      "includes start-up, compilation and evaluation.", "",
+      + ("Each run is one process under `nice -n 10` on a 2-core machine, one run at a time"
+         if a.jobs == 1 else f"{a.jobs} runs at a time on a 2-core machine, one CPU thread "
+         "each, under `nice -n 10`")
+      + "; wall time includes start-up, compilation and evaluation.", "",
       "| variant | seed | FG-ARI (%) | FG-mIoU (%) | test MSE | train time (s) | wall time (s) |",
       "| --- | --- | --- | --- | --- | --- | --- |"]
   for attention in attentions:
@@ -111,17 +128,18 @@ def main():
             "segmentation, 4 alpha masks, 4 attention maps of the last iteration):", ""]
   for attention in attentions:
     src = os.path.join(a.workdir, f"{attention}_{seeds[0]}", "images", f"slots_{a.steps}.png")
-    dst = os.path.join(a.out, f"object_discovery_shapes_{attention}.png")
+    dst = os.path.join(a.out, f"object_discovery_shapes{a.tag}_{attention}.png")
     if os.path.exists(src):
       shutil.copyfile(src, dst)
       lines.append(f"- {NAMES[attention]}: `{os.path.basename(dst)}`")
   lines += ["", "Reproduce:", "", "```",
             f"python scripts/object_discovery_demo.py --steps={a.steps} "
             f"--batch_size={a.batch_size} --width={a.width} --slot_size={a.slot_size} "
-            f"--seeds={a.seeds}", "```", "", "One run by hand:", "", "```",
+            f"--seeds={a.seeds}" + (f" --jobs={a.jobs}" if a.jobs > 1 else "")
+            + (f" --tag={a.tag}" if a.tag else ""), "```", "", "One run by hand:", "", "```",
             "python main.py " + " ".join(run_args(attentions[0], seeds[0], a, with_data_dir=False,
                                               workdir="workdirs/od_demo")), "```", ""]
-  path = os.path.join(a.out, "object_discovery_shapes.md")
+  path = os.path.join(a.out, f"object_discovery_shapes{a.tag}.md")
   with open(path, "w") as f:
     f.write("\n".join(lines))
   print(f"Wrote {path}")

@@ -367,8 +367,9 @@ def emd(cost: Array, a: Array, b: Array) -> Array:
   breaks data-parallel training.
   """
   _require_pot()
-  lead = cost.shape[:-2]
+  lead = jnp.broadcast_shapes(cost.shape[:-2], a.shape[:-1], b.shape[:-1])
   cost, a, b = (jax.lax.stop_gradient(x) for x in (cost, a, b))
+  cost = jnp.broadcast_to(cost, lead + cost.shape[-2:])
   a = jnp.broadcast_to(a, lead + a.shape[-1:])
   b = jnp.broadcast_to(b, lead + b.shape[-1:])
 

@@ -325,6 +325,11 @@ class EmdTest(parameterized.TestCase):
     np.testing.assert_allclose(plan.sum(-1), a, atol=1e-5)
     np.testing.assert_allclose(plan.sum(-2), b, atol=1e-4)
 
+  def test_batch_dims_broadcast_across_arguments(self):
+    cost, a, b, _ = _problem(23, batch=(3,))
+    want = T.emd(jnp.broadcast_to(cost[0], cost.shape), a, jnp.broadcast_to(b[0], b.shape))
+    np.testing.assert_allclose(T.emd(cost[0], a, b[0]), want, atol=1e-6)
+
   def test_emd_sinkhorn_value_and_gradient(self):
     cost, a, b, _ = _problem(21)
     w = jax.random.normal(jax.random.PRNGKey(0), cost.shape)
