@@ -357,21 +357,17 @@ def _batch_axes_of_context_mesh(cost: Array) -> tuple[str, ...]:
 def emd(cost: Array, a: Array, b: Array) -> Array:
   """Exact (unregularised) OT plan [..., N, K] by POT's network simplex (Bonneel et al. 2011).
 
-  Runs on the host through `jax.pure_callback`, so it works under jit and vmap (problems are
-  solved one after another). It has no useful gradient: the result is `stop_gradient`-ed.
-  Needs the `emd` extra (POT).
-
-  Under a device mesh set with `jax.set_mesh` (the trainer does so), the callback runs inside
-  `jax.shard_map` over the leading batch axis, so every device solves its own shard. Without
-  this, XLA's SPMD partitioner gathers the whole batch onto one device for the callback, which
-  breaks data-parallel training.
+  A `jax.pure_callback` to the host (works under jit and vmap; problems are solved one after
+  another); no useful gradient (the result is `stop_gradient`-ed); needs the `emd` extra.
+  Under a mesh set with `jax.set_mesh` (as the trainer does) the callback runs in a
+  `jax.shard_map` over the leading batch axis, each device solving its own shard; without it,
+  XLA's SPMD partitioner would gather the whole batch onto one device for the callback.
   """
   _require_pot()
   lead = jnp.broadcast_shapes(cost.shape[:-2], a.shape[:-1], b.shape[:-1])
-  cost, a, b = (jax.lax.stop_gradient(x) for x in (cost, a, b))
-  cost = jnp.broadcast_to(cost, lead + cost.shape[-2:])
-  a = jnp.broadcast_to(a, lead + a.shape[-1:])
-  b = jnp.broadcast_to(b, lead + b.shape[-1:])
+  cost = jnp.broadcast_to(jax.lax.stop_gradient(cost), lead + cost.shape[-2:])
+  a = jnp.broadcast_to(jax.lax.stop_gradient(a), lead + a.shape[-1:])
+  b = jnp.broadcast_to(jax.lax.stop_gradient(b), lead + b.shape[-1:])
 
   def solve(c, aa, bb):
     out_type = jax.ShapeDtypeStruct(c.shape, c.dtype)
