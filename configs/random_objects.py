@@ -41,8 +41,8 @@ Known gap: at sigma <= 0.1 SA-SH and SA-MESH stay far above the paper. Their lea
 marginals put 4.5-4.9 of the 5 units of mass on the 100 zero vectors and each slot takes only
 1-6 % of its mass from its object (0.81-0.87 at sigma = 1): with the input LayerNorm the objects
 have unit scale whatever sigma is, and a small share of them is one way to output vectors of
-scale sigma. No input LayerNorm, uniform marginals or weighted-mean updates did not close the
-gap (README).
+scale sigma. No input LayerNorm, uniform marginals, weighted-mean updates or 60 epochs
+(SA-SH 0.672, SA-MESH 0.724 at sigma = 0.01) did not close the gap (README).
 
 Runtime of one 20k-step run on one core of a 2-core x86_64 CPU, two runs side by side
 (measured in the grid): SA 1.8-2.0 min, SA-SH 2.7-2.8 min, SA-MESH 6.3-7.0 min, SA-EMD
