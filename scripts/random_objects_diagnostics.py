@@ -18,10 +18,8 @@ import os
 import sys
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from slot_ot_jax import checkpointing  # pylint: disable=g-import-not-at-top
@@ -61,9 +59,8 @@ def diagnose(workdir: str, num_batches: int) -> dict[str, float]:
     if "a" in inter:
       a = np.asarray(inter["a"][-1])                                    # [B, N]
       zeros_mass.append(np.sum(a * ~is_object, axis=-1))
-    cost = jnp.mean(jnp.square(slots[:, :, None] - batch["objects"][:, None]), -1)
-    rows, cols = jax.vmap(optax.assignment.hungarian_algorithm)(cost)
-    errors.append(np.asarray(jax.vmap(lambda c, r, k: c[r, k])(cost, rows, cols)).mean(-1))
+    errors.append(np.asarray(ro.matched_squared_error(slots, batch["objects"])))
+    _, rows, cols = ro.hungarian_match(slots, batch["objects"])
     size = len(batch["inputs"])
     pos = task.eval_split["positions"][i * size:(i + 1) * size]        # [B, k] input index
     rows, cols = np.asarray(rows), np.asarray(cols)                     # slot r <-> object c

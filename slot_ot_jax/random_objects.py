@@ -74,6 +74,18 @@ def epoch_order(seed: int, epoch: int, num_examples: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------------
 # Loss and metric
 # ------------------------------------------------------------------------------------------
+def hungarian_match(predictions: jax.Array, targets: jax.Array):
+  """Matching of predictions [B, K, D] to targets [B, k, D] by least mean squared error.
+
+  Returns:
+    (errors [B, K, k] of every pair, rows [B, min(K, k)] prediction indices, cols [B, min(K, k)]
+    the matched target indices), found with `optax.assignment.hungarian_algorithm`.
+  """
+  errors = jnp.mean(jnp.square(predictions[:, :, None, :] - targets[:, None, :, :]), -1)
+  rows, cols = jax.vmap(optax.assignment.hungarian_algorithm)(jax.lax.stop_gradient(errors))
+  return errors, rows, cols
+
+
 def matched_squared_error(predictions: jax.Array, targets: jax.Array) -> jax.Array:
   """Mean squared error after Hungarian matching of predictions to targets.
 
@@ -83,12 +95,11 @@ def matched_squared_error(predictions: jax.Array, targets: jax.Array) -> jax.Arr
 
   Returns:
     [B] mean over the min(K, k) matched pairs and D of the squared error. The matching
-    minimises exactly this quantity; it is found with `optax.assignment.hungarian_algorithm`
-    and gradients flow through the matched errors only.
+    (`hungarian_match`) minimises exactly this quantity; gradients flow through the matched
+    errors only.
   """
-  cost = jnp.mean(jnp.square(predictions[:, :, None, :] - targets[:, None, :, :]), -1)  # [B, K, k]
-  rows, cols = jax.vmap(optax.assignment.hungarian_algorithm)(jax.lax.stop_gradient(cost))
-  matched = jax.vmap(lambda c, r, k: c[r, k])(cost, rows, cols)  # [B, min(K, k)]
+  errors, rows, cols = hungarian_match(predictions, targets)
+  matched = jax.vmap(lambda c, r, k: c[r, k])(errors, rows, cols)  # [B, min(K, k)]
   return jnp.mean(matched, -1)
 
 
