@@ -280,20 +280,11 @@ def create_dataset(data_config, split: str, *, batch_size: int, train: bool, see
       n = _count(ds)
     else:
       n = builder.info.splits[host_split].num_examples
-    if n < batch_size:
-      raise ValueError(f"{data_config.name} {host_split} has {n} examples (after filtering), "
-                       f"fewer than the batch size {batch_size}.")
-    host_seed = (int(seed) * 1_000_003 + int(process_index)) % (2**31 - 1)
+    host_seed = _host_seed(seed, process_index)
     skip = int(start_step) * batch_size
-    first_epoch, offset = divmod(skip, n)
-    buffer = max(1, min(int(data_config.shuffle_buffer), n))
-
-    def epoch(e):
-      shuffle_seed = tf.cast(e, tf.int64) * 1_000_033 + host_seed
-      return ds.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
-
-    stream = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(epoch)
-    stream = stream.skip(offset)
+    stream = epoch_stream(ds, n, batch_size=batch_size, seed=seed, process_index=process_index,
+                          start_step=start_step, shuffle_buffer=data_config.shuffle_buffer,
+                          name=f"{data_config.name} {host_split}")
     positions = tf.data.Dataset.range(skip, np.iinfo(np.int64).max)
     stream = tf.data.Dataset.zip(stream, positions).map(
         lambda ex, pos: fn(ex, tf.stack([tf.constant(host_seed, tf.int64), pos])),
@@ -312,10 +303,46 @@ def create_dataset(data_config, split: str, *, batch_size: int, train: bool, see
     return {**ex, "mask": keep}
 
   ds = ds.map(add_mask).map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return _options(pad_batches(ds, num_batches, batch_size).prefetch(2))
+
+
+def _host_seed(seed: int, process_index: int) -> int:
+  return (int(seed) * 1_000_003 + int(process_index)) % (2**31 - 1)
+
+
+def epoch_stream(ds: tf.data.Dataset, n: int, *, batch_size: int, seed: int,
+                 process_index: int, start_step: int, shuffle_buffer: int,
+                 name: str = "The training split") -> tf.data.Dataset:
+  """The endless training stream of a host's `n` examples `ds`, from batch `start_step` on.
+
+  Epoch e is `ds` shuffled with a seed of (seed, process, e); the epochs are concatenated
+  and the first start_step * batch_size examples skipped (before any decoding).
+  """
+  if n < batch_size:
+    raise ValueError(f"{name} has {n} examples (after filtering), fewer than the batch size "
+                     f"{batch_size}.")
+  host_seed = _host_seed(seed, process_index)
+  first_epoch, offset = divmod(int(start_step) * batch_size, n)
+  buffer = max(1, min(int(shuffle_buffer), n))
+
+  def epoch(e):
+    shuffle_seed = tf.cast(e, tf.int64) * 1_000_033 + host_seed
+    return ds.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
+
+  stream = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(epoch)
+  return stream.skip(offset)
+
+
+def pad_batches(ds: tf.data.Dataset, num_batches: int, batch_size: int) -> tf.data.Dataset:
+  """`num_batches` batches of `ds`, the missing examples all zeros (so "mask" is False)."""
   padding = tf.data.Dataset.from_tensors(
       tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), ds.element_spec)).repeat()
-  ds = ds.concatenate(padding).take(num_batches * batch_size).batch(batch_size)
-  return _options(ds.prefetch(2))
+  return ds.concatenate(padding).take(num_batches * batch_size).batch(batch_size)
+
+
+def count(ds: tf.data.Dataset) -> int:
+  """Number of examples of a finite dataset (one pass)."""
+  return _count(ds)
 
 
 def as_numpy(ds: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:
