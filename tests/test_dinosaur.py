@@ -38,6 +38,14 @@ def _script(name):
 make_fake_movi = _script("make_fake_movi")
 extract_vit_features = _script("extract_vit_features")
 TINY = vit.get_vit_config("tiny")
+EXTRACT_BATCH = 16
+
+
+def _vit_features(params, images):
+  """The extraction script's jitted ViT (compiled once, for its batch size) on a few images."""
+  n = len(images)
+  padded = np.pad(images, [(0, EXTRACT_BATCH - n)] + [(0, 0)] * 3)
+  return np.asarray(extract_vit_features._apply_fn(TINY)(params, padded))[:n]  # pylint: disable=protected-access
 _TMP = None
 DATA = {}
 
@@ -59,7 +67,7 @@ def setUpModule():
   for name, splits in (("movi_c", ("train", "test")), ("movi_d", ("test",))):
     DATA[f"{name}_features"] = extract_vit_features.extract(
         DATA["movi_dir"], name, DATA["weights"], DATA["features_dir"], vit="tiny",
-        resolution="32x32", splits=splits, batch_size=16)
+        resolution="32x32", splits=splits, batch_size=EXTRACT_BATCH)
 
 
 def tearDownModule():
@@ -74,8 +82,9 @@ class ViTTest(absltest.TestCase):
     self.assertEqual(sd["blocks.1.attn.qkv.weight"].shape, (48, 16))
     back = vit.load_params(DATA["weights"], TINY)
     jax.tree.map(np.testing.assert_array_equal, back, jax.device_get(DATA["params"]))
-    out = vit.ViT(TINY).apply({"params": back}, jnp.ones((2, 32, 32, 3)))
+    out = _vit_features(back, np.full((2, 32, 32, 3), 255.0))
     self.assertEqual(out.shape, (2, 16, 16))  # 4 x 4 patches, class token dropped
+    self.assertTrue(np.all(np.isfinite(out)))
 
   def test_checkpoint_errors_name_the_arrays(self):
     sd = vit.state_dict_from_params(DATA["params"], TINY)
@@ -134,8 +143,7 @@ class ExtractionTest(absltest.TestCase):
     self.assertLen(raw, 1)
     np.testing.assert_array_equal(ex["segmentation"][..., 0], raw[0]["segmentation"])
     self.assertEqual(int(ex["num_objects"]), int(raw[0]["num_objects"]))
-    expected = vit.ViT(TINY).apply({"params": DATA["params"]},
-                                   vit.normalize_images(raw[0]["image"][None]))[0]
+    expected = _vit_features(DATA["params"], raw[0]["image"][None].astype(np.float32))[0]
     np.testing.assert_allclose(ex["features"].astype(np.float32), expected, rtol=1e-2,
                                atol=1e-2)
 
