@@ -14,8 +14,9 @@ FEATURES/<name>_features/<vit>/1.0.0, is read by the "dinosaur" task
 (configs/movi_dinosaur.py). Every frame of every clip is kept unless --frame_stride > 1.
 
 Size: the full MOVi-C (about 264k frames) takes about 1.2 MB of features per frame, some
-300 GB; --frame_stride=4 keeps a quarter. One pass of ViT-B/8 at 224x224 costs about
-0.2 TFLOP per frame (hours on one GPU for MOVi-C; impractical on a CPU).
+300 GB; --frame_stride=4 keeps a quarter. ViT-B/8 at 224x224 costs about 67 G
+multiply-adds per frame, some 35 PFLOP for MOVi-C: a GPU job (not measured here); by the
+flop count, days on a CPU.
 """
 from __future__ import annotations
 
