@@ -217,6 +217,23 @@ class ConfigTest(absltest.TestCase):
     self.assertIn("Krimmel Table 1: F-ARI 0.809", line)
 
 
+class CheckReadyTest(absltest.TestCase):
+
+  def test_missing_features_and_shape_mismatch_fail_before_building(self):
+    c = movi_dinosaur.get_config("runlocal=1")
+    with c.unlocked():
+      c.data.features_dir = os.path.join(_TMP.name, "nowhere")
+    with self.assertRaisesRegex(input_pipeline.DatasetNotFoundError,
+                                "extract_vit_features.py --movi_dir=<movi_dir> --name=movi_c"):
+      train.train_and_evaluate(c, os.path.join(_TMP.name, "never"))
+    c = movi_dinosaur.get_config("runlocal=1")
+    with c.unlocked():
+      c.data.features_dir = DATA["features_dir"]
+      c.model.grid = 28
+    with self.assertRaisesRegex(ValueError, r"holds features \(16, 16\) per frame"):
+      dinosaur.DinosaurTask(c).check_ready()
+
+
 class TrainTest(absltest.TestCase):
 
   def test_trains_on_fake_features_then_evaluates_on_movi_d(self):
