@@ -1,6 +1,6 @@
 r"""The analysis figures of the MESH paper (Zhang et al., ICML 2023), regenerated as PNGs.
 
-  python -m slot_ot_jax.figures NAME [--out=benchmarks/results/figures] [--tiny]
+  python -m slot_ot_jax.figures NAME... [--out=benchmarks/results/figures] [--tiny]
 
 Run from the repository root (the attention-map figure imports `configs/`). NAME:
 
@@ -40,7 +40,7 @@ from slot_ot_jax import transport
 
 DEFAULT_OUT = os.path.join("benchmarks", "results", "figures")
 NAMES = ("entropy_gradient", "gradient_scale", "reuse_potentials", "attention_maps")
-DEFAULT_STEPS = 1000  # training steps of each model of the attention-map figure
+DEFAULT_STEPS = 3000  # training steps of each model of the attention-map figure
 PAPER_NAMES = {"softmax": "SA", "sinkhorn": "SA-SH", "mesh": "SA-MESH"}
 
 # Fig. 1 / App. E settings. The paper's text gives the problem (a scaled 10x10 identity) but
@@ -211,16 +211,26 @@ def reuse_potentials_gaps(max_steps: int = 8, *, batch: int = 64, num_inputs: in
   b = jnp.ones((batch, num_slots))
   noise = jax.random.normal(kn, cost.shape)
 
-  def gap(num_done: int, reuse: bool) -> float:
+  # Sinkhorn from potentials (zero potentials are the cold start: `init=None`) and the
+  # converged plan: each compiled once for all steps.
+  warm_plan = jax.jit(lambda c, f, g: transport.sinkhorn(c, a, b, num_iters=sinkhorn_iters,
+                                                         init=(f, g))[0])
+  ideal_plan = jax.jit(lambda c: transport.sinkhorn(c, a, b, num_iters=converged_iters)[0])
+
+  @functools.partial(jax.jit, static_argnums=(0, 1))
+  def mesh_after(num_done: int, reuse: bool):
     # MESH with `num_done` steps gives C'_(num_done) and the potentials its last step
     # computed: exactly the warm start of step num_done + 1.
     c, pots = transport.mesh(cost, a, b, noise, num_steps=num_done, lr=lr,
                              noise_scale=noise_scale, sinkhorn_iters=sinkhorn_iters,
                              reuse_potentials=reuse)
-    init = pots if (reuse and num_done > 0) else None
-    plan, _ = transport.sinkhorn(c, a, b, num_iters=sinkhorn_iters, init=init)
-    ideal, _ = transport.sinkhorn(c, a, b, num_iters=converged_iters)
-    return float(jnp.mean(jnp.abs(plan - ideal)))
+    if not (reuse and num_done > 0):
+      pots = (jnp.zeros_like(a), jnp.zeros_like(b))
+    return c, pots
+
+  def gap(num_done: int, reuse: bool) -> float:
+    c, (f, g) = mesh_after(num_done, reuse)
+    return float(jnp.mean(jnp.abs(warm_plan(c, f, g) - ideal_plan(c))))
 
   steps = np.arange(1, max_steps + 1)
   return {"steps": steps,
@@ -231,7 +241,7 @@ def reuse_potentials_gaps(max_steps: int = 8, *, batch: int = 64, num_inputs: in
 def plot_reuse_potentials(path: str, tiny: bool = False) -> dict:
   """App. D (Fig. 3): gap to the converged plan per MESH step, with and without reuse."""
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  kwargs = dict(max_steps=4, batch=4, converged_iters=200) if tiny else {}
+  kwargs = dict(max_steps=2, batch=4, converged_iters=200) if tiny else {}
   gaps = reuse_potentials_gaps(**kwargs)
   fig, ax = plt.subplots(figsize=(5, 3.6))
   ax.semilogy(gaps["steps"], gaps["no_reuse"], "o-", label="restart (u = v = 1)")
@@ -275,19 +285,38 @@ def discovery_config(attention: str, *, steps: int = DEFAULT_STEPS, batch_size: 
   return config
 
 
-def train_discovery(attention: str, workdir: str, **config_kwargs):
-  """Trains (or resumes, or only re-evaluates) one model; returns (config, variables, result)."""
+def train_discovery(attention: str, workdir: str, *, train: bool = True, **config_kwargs):
+  """Trains (or resumes) one model and returns (config, variables, result).
+
+  A finished run in `workdir` is loaded, not retrained. With `train=False` the workdir's
+  latest checkpoint is used as it is, even one saved before the end of the schedule (e.g.
+  a run stopped by SIGTERM), and evaluated on the test split. `result` holds "step" and
+  "report" (the test-split FG-ARI / FG-mIoU line).
+  """
   from slot_ot_jax import checkpointing  # pylint: disable=g-import-not-at-top
   from slot_ot_jax import tasks  # pylint: disable=g-import-not-at-top
-  from slot_ot_jax import train  # pylint: disable=g-import-not-at-top
+  from slot_ot_jax import train as trainer_lib  # pylint: disable=g-import-not-at-top
   config = discovery_config(attention, **config_kwargs)
-  final = os.path.join(workdir, train.FINAL_METRICS_FILE)
+  final = os.path.join(workdir, trainer_lib.FINAL_METRICS_FILE)
+  evaluated = os.path.join(workdir, trainer_lib.EVAL_METRICS_FILE)
+  checkpointer = checkpointing.Checkpointer(workdir, config)
+  latest = checkpointer.latest_step()
+  checkpointer.close()
   if os.path.exists(final) and json.load(open(final)).get("step") == config.num_train_steps:
     result = json.load(open(final))
+  elif train:
+    result = trainer_lib.train_and_evaluate(config, workdir)
+  elif latest is None:
+    raise FileNotFoundError(f"no checkpoint in {workdir}; train first (train=True)")
+  elif os.path.exists(evaluated) and json.load(open(evaluated)).get("step") == latest:
+    result = json.load(open(evaluated))
   else:
-    result = train.train_and_evaluate(config, workdir)
+    eval_config = config.copy_and_resolve_references()
+    with eval_config.unlocked():
+      eval_config.mode = "eval"
+    result = trainer_lib.evaluate_checkpoint(eval_config, workdir)
   task = tasks.get_task(config)
-  trainer = train.Trainer(config, task, jax.devices()[:1])
+  trainer = trainer_lib.Trainer(config, task, jax.devices()[:1])
   checkpointer = checkpointing.Checkpointer(workdir, config)
   try:
     state = checkpointer.restore(checkpointer.latest_step(), trainer.abstract_state_dict())
@@ -364,7 +393,7 @@ def _overlay(image01: np.ndarray, weight: np.ndarray) -> np.ndarray:
 
 def plot_attention_maps(path: str, tiny: bool = False, workdir: str = "workdirs/figures",
                         attentions: Sequence[str] = ("softmax", "mesh"), num_images: int = 3,
-                        steps: int | None = None) -> dict:
+                        steps: int | None = None, train: bool = True) -> dict:
   """Fig. 2 / App. J: per model and image, the attention of each iteration and alpha masks.
 
   One block per model; per image: a row per slot-attention iteration (the image, then each
@@ -379,7 +408,8 @@ def plot_attention_maps(path: str, tiny: bool = False, workdir: str = "workdirs/
   for attention in attentions:
     t0 = time.time()
     config, variables, result = train_discovery(
-        attention, os.path.join(workdir, f"{attention}_{steps}"), steps=steps, tiny=tiny)
+        attention, os.path.join(workdir, f"{attention}_{steps}"), steps=steps, tiny=tiny,
+        train=train)
     data = test_images(config)  # the first evaluation batch; statistics over all of it
     out = decompose(config, variables, data["image"])
     out.update(per_image_scores(config, data["segmentation"], out["masks"]))
@@ -410,7 +440,7 @@ def plot_attention_maps(path: str, tiny: bool = False, workdir: str = "workdirs/
           ax[j + 1].imshow(np.clip(tile, 0, 1))
         ax[0].set_ylabel(label, fontsize=7)
         if t == 0:
-          ax[0].set_title(f"{PAPER_NAMES[attention]}, image {i + 1}: FG-ARI "
+          ax[0].set_title(f"{PAPER_NAMES[attention]} (step {out['result']['step']}), image {i + 1}: FG-ARI "
                           f"{100 * out['fg_ari'][i]:.0f}, FG-mIoU {100 * out['fg_miou'][i]:.0f}"
                           f" (last-iteration attention on background, batch mean: "
                           f"{100 * out['stats']['background'][-1]:.0f}%)",
@@ -429,11 +459,12 @@ def plot_attention_maps(path: str, tiny: bool = False, workdir: str = "workdirs/
 
 def _write_attention_summary(path: str, results: dict, steps: int, tiny: bool) -> None:
   """The numbers behind the attention-map figure, as a small markdown table."""
-  lines = [f"# Attention maps and alpha masks ({steps} training steps per model"
+  lines = [f"# Attention maps and alpha masks (schedule of {steps} training steps per model"
            + (", toy size" if tiny else "") + ")", "",
-           "Test split (full evaluation of the trained model, `final_metrics.json`):", ""]
+           "Test split (full evaluation of each model at the step it was drawn at):", ""]
   for attention, out in results.items():
-    lines.append(f"- {PAPER_NAMES[attention]}: {out['result']['report']}")
+    lines.append(f"- {PAPER_NAMES[attention]}, step {out['result']['step']}: "
+                 f"{out['result']['report']}")
   n = len(next(iter(results.values()))["image"])
   lines += ["", f"First evaluation batch ({n} images), per slot-attention iteration: mean "
             "normalised entropy of a slot's attention over the inputs (1 = uniform over the "
@@ -476,23 +507,29 @@ PLOTS = {
 
 def main(argv: Sequence[str] | None = None) -> list[str]:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("name", help=f"one of {', '.join(NAMES)}, or all")
+  p.add_argument("name", nargs="+", help=f"any of {', '.join(NAMES)}, or all")
   p.add_argument("--out", default=DEFAULT_OUT, help="output folder of the PNGs")
   p.add_argument("--tiny", action="store_true", help="toy sizes (seconds)")
   p.add_argument("--workdir", default=os.path.join("workdirs", "figures"),
                  help="attention_maps: where the two models are trained (resumed if present)")
   p.add_argument("--steps", type=int, default=None,
                  help=f"attention_maps: training steps per model (default {DEFAULT_STEPS}; tiny 2)")
+  p.add_argument("--no_train", action="store_true",
+                 help="attention_maps: draw the workdirs' latest checkpoints as they are, even "
+                 "ones saved before the end of the schedule")
   a = p.parse_args(argv)
-  if a.name != "all" and a.name not in PLOTS:
-    p.error(f"unknown figure {a.name!r}; valid names: {', '.join(NAMES)}, all")
+  names = NAMES if "all" in a.name else a.name
+  unknown = [n for n in names if n not in PLOTS]
+  if unknown:
+    p.error(f"unknown figure {unknown[0]!r}; valid names: {', '.join(NAMES)}, all")
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   written = []
-  for name in (NAMES if a.name == "all" else (a.name,)):
+  for name in names:
     path = os.path.join(a.out, f"{name}.png")
     t0 = time.time()
-    kwargs = dict(workdir=a.workdir, steps=a.steps) if name == "attention_maps" else {}
+    kwargs = (dict(workdir=a.workdir, steps=a.steps, train=not a.no_train)
+              if name == "attention_maps" else {})
     PLOTS[name](path, tiny=a.tiny, **kwargs)
     print(f"wrote {path} ({time.time() - t0:.0f} s)", flush=True)
     written.append(path)
