@@ -14,8 +14,11 @@ Run from the repository root (the attention-map figure imports `configs/`). NAME
                      with and without reusing the potentials of the previous step.
   attention_maps     Fig. 2 / App. J (Figs. 7-8): per-slot attention maps of the three
                      iterations and alpha masks of SA and SA-MESH on the offline shapes
-                     dataset. Trains both models first (`--workdir`, resumed when present):
-                     3,000 steps each, about 10 min per model on one CPU core.
+                     dataset. Trains both models first (`--workdir`, resumed when present;
+                     `--steps`, default 3,000: 9-11 min per model on one core of a quiet
+                     2-core CPU in the README's demonstration with these settings), or
+                     with `--no_train` draws the workdirs' latest checkpoints as they are.
+                     Also writes NAME.md with the numbers behind the figure.
   all                every figure above.
 
 Everything is computed with the library's public functions (`transport.sinkhorn`, `mesh`,
@@ -440,18 +443,17 @@ def plot_attention_maps(path: str, tiny: bool = False, workdir: str = "workdirs/
           ax[j + 1].imshow(np.clip(tile, 0, 1))
         ax[0].set_ylabel(label, fontsize=7)
         if t == 0:
-          ax[0].set_title(f"{PAPER_NAMES[attention]} (step {out['result']['step']}), image {i + 1}: FG-ARI "
-                          f"{100 * out['fg_ari'][i]:.0f}, FG-mIoU {100 * out['fg_miou'][i]:.0f}"
-                          f" (last-iteration attention on background, batch mean: "
-                          f"{100 * out['stats']['background'][-1]:.0f}%)",
-                          fontsize=8, loc="left")
+          ax[0].set_title(f"{PAPER_NAMES[attention]} (step {out['result']['step']}), image "
+                          f"{i + 1}: FG-ARI {100 * out['fg_ari'][i]:.0f}, FG-mIoU "
+                          f"{100 * out['fg_miou'][i]:.0f}", fontsize=8, loc="left")
         for a in ax:
           a.set_xticks([]); a.set_yticks([])
         row += 1
   for j in range(k):
-    axes[0, j + 1].set_xlabel(f"slot {j + 1}", fontsize=7)
-    axes[0, j + 1].xaxis.set_label_position("top")
-  fig.tight_layout()
+    axes[-1, j + 1].set_xlabel(f"slot {j + 1}", fontsize=7)
+  # Titles run over the first column's width, so no tight_layout.
+  fig.subplots_adjust(left=0.06, right=0.99, bottom=0.2 / nrows, top=1 - 0.25 / nrows,
+                      hspace=0.35, wspace=0.05)
   _save(fig, path)
   _write_attention_summary(os.path.splitext(path)[0] + ".md", results, steps, tiny)
   return results
