@@ -16,6 +16,14 @@ class NotebookTest(parameterized.TestCase):
     self.assertNotEmpty(NOTEBOOKS)
 
   @parameterized.parameters(*[(str(p),) for p in NOTEBOOKS])
+  def test_first_cell_says_how_to_install_and_no_local_paths(self, path):
+    nb = nbformat.read(path, as_version=4)
+    self.assertIn("Colab", nb.cells[0].source)
+    self.assertIn("pip install", nb.cells[0].source)
+    text = "\n".join(c.source for c in nb.cells)
+    self.assertNotRegex(text, r"(^|[\s\"'(=])/(work|root|home|Users|content)/")
+
+  @parameterized.parameters(*[(str(p),) for p in NOTEBOOKS])
   def test_runs(self, path):
     nb = nbformat.read(path, as_version=4)
     os.environ["SLOT_OT_JAX_NOTEBOOK_TINY"] = "1"
