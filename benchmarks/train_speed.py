@@ -188,7 +188,7 @@ def official_status(a) -> tuple[object | None, str]:
   torch.set_num_threads(a.threads)
   torch.set_num_interop_threads(a.threads)
   module = load_official(a.official)
-  return module, f"official: {os.path.abspath(a.official)}, torch {torch.__version__}"
+  return module, f"official: the clone given by --official, torch {torch.__version__}"
 
 
 def _time(fn) -> float:
@@ -244,7 +244,9 @@ def main():
       del ours, official
   load_after = os.getloadavg()
   lines = header + [
-      f"Command: python benchmarks/train_speed.py {' '.join(sys.argv[1:])}",
+      "Command: python benchmarks/train_speed.py " + " ".join(  # Local paths left out.
+          arg.split("=")[0] + "=PATH" if arg.startswith(("--official=", "--out=")) else arg
+          for arg in sys.argv[1:]),
       f"Medians of {a.repeats} interleaved steps after {a.warmup} warm-up steps each; "
       "ratio = official / ours (> 1: ours faster).", "",
       "| model (image, batch) | attention | ours (JAX) | official (PyTorch) | ratio |"

@@ -10,6 +10,8 @@ runs any setting directly:
 Arguments (all settings): attention=softmax|sinkhorn|mesh (SA, SA-SH, SA-MESH),
 update_norm=auto|weighted_mean|sum|weighted_sum|layer_norm|batch_norm (003), seed=<int>,
 runlocal=1 (a one-minute CPU run on shapes/tiny with a small model).
+Mixed precision (GPU/TPU): --config.model.compute_dtype=bfloat16 computes the backbone in
+bfloat16 while the OT core stays float32 (see slot_ot_jax/attention.py).
 
 Evaluation only, from the workdir's latest checkpoint, on the test split:
 
