@@ -4,8 +4,18 @@ r"""Trains and evaluates one experiment config.
       --workdir=workdirs/random_objects_mesh_0.01 [--config.seed=1 ...]
 
 Rerunning with the same --workdir resumes from its latest checkpoint. SIGTERM saves a
-checkpoint and exits with status 0; rerun to continue. Several hosts: pass --distributed
-on every host (`jax.distributed.initialize()` reads the cluster from the environment).
+checkpoint and exits with status 0; rerun to continue.
+
+Several processes (hosts, or several processes on one machine): start the same command on
+every process with --distributed. On a cluster that JAX detects (Cloud TPU, SLURM, Open MPI,
+Kubernetes jobs) nothing else is needed; otherwise give the coordinator (process 0's
+host:port) and the process layout, e.g. two processes on one machine:
+
+  python main.py --config=... --workdir=W --distributed --coordinator_address=127.0.0.1:9876 \
+      --num_processes=2 --process_id=0    # and --process_id=1 in a second shell
+
+Every process must see the same --workdir (a shared file system or bucket). The global batch
+(config.batch_size) is split evenly over the processes, and each one feeds its own slice.
 """
 import logging as std_logging
 
@@ -21,7 +31,12 @@ config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, optionally with an argument: file.py:arg.",
     lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, summaries and final metrics.")
-flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host runs).")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-process runs).")
+flags.DEFINE_string("coordinator_address", None,
+                    "host:port of process 0's coordinator (with --distributed; default: "
+                    "$JAX_COORDINATOR_ADDRESS or the detected cluster's).")
+flags.DEFINE_integer("num_processes", None, "Number of processes (with --distributed).")
+flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -35,8 +50,16 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.get_absl_logger().addFilter(_quiet_orbax)
   import jax  # pylint: disable=g-import-not-at-top
+  layout = (FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  if not FLAGS.distributed and any(v is not None for v in layout):
+    raise app.UsageError("--coordinator_address, --num_processes and --process_id need "
+                         "--distributed.")
   if FLAGS.distributed:
-    jax.distributed.initialize()
+    # On CPU, cross-process collectives use jax_cpu_collectives_implementation ("gloo" by
+    # default in jax 0.10; "mpi" is the alternative).
+    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                               num_processes=FLAGS.num_processes,
+                               process_id=FLAGS.process_id)
   logging.info("JAX process %d/%d, local devices: %s", jax.process_index(),
                jax.process_count(), jax.local_devices())
   result = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)

@@ -126,6 +126,7 @@ def slot_attention_kwargs(num_slots, **overrides) -> ml_collections.ConfigDict:
       fixed_init_seed=0,
       detach_slots=False,
       norm_inputs=True,
+      compute_dtype="float32",                      # or bfloat16 outside the OT core.
   ))
   for key, value in overrides.items():
     if key not in kwargs:

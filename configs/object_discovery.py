@@ -10,6 +10,8 @@ runs any setting directly:
 Arguments (all settings): attention=softmax|sinkhorn|mesh (SA, SA-SH, SA-MESH),
 update_norm=auto|weighted_mean|sum|weighted_sum|layer_norm|batch_norm (003), seed=<int>,
 runlocal=1 (a one-minute CPU run on shapes/tiny with a small model).
+Mixed precision (GPU/TPU): --config.model.compute_dtype=bfloat16 computes the backbone in
+bfloat16 while the OT core stays float32 (see slot_ot_jax/attention.py).
 
 Evaluation only, from the workdir's latest checkpoint, on the test split:
 
@@ -115,10 +117,15 @@ def build(setting: str, arg: str | None = None, **arg_defaults) -> ml_collection
   config.model = ml_collections.ConfigDict()
   config.model.architecture = s["architecture"]  # Encoder/decoder of models.py.
   config.model.width = s.get("width", 0)         # Conv channels; 0 = the paper's.
+  # Computation dtype of the encoder, decoder, position embeddings and the slot attention's
+  # layers outside the OT core: "float32" or "bfloat16" (for GPU/TPU; parameters, the OT
+  # core and the loss stay float32).
+  config.model.compute_dtype = "float32"
   num_slots = s["max_objects"] + 1
   config.model.slot_attention = common.slot_attention_kwargs(
       num_slots=num_slots, slot_size=s["slot_size"], mlp_size=s["mlp_size"], num_iters=3,
-      attention=arg.attention, update_norm=arg.update_norm)
+      attention=arg.attention, update_norm=arg.update_norm,
+      compute_dtype=config.model.get_ref("compute_dtype"))
 
   config.evaluation = ml_collections.ConfigDict()
   config.evaluation.dataset = s.get("eval_dataset", "")  # "" = data.name.

@@ -14,6 +14,12 @@ marginals a [B, N] (inputs), b [B, K] (slots). RNG streams: "slots" (initial-slo
 and "mesh" (MESH cost noise, one draw per forward pass shared by all iterations, as the
 MESH reference). Intermediates sown under "intermediates": attn, cost, a, b (one entry per
 iteration, in order).
+
+Mixed precision (`compute_dtype="bfloat16"`): the projections, the GRU, the slot MLP, the
+marginal networks and the LayerNorms compute in bfloat16 (parameters stay float32), while the
+OT core stays float32: keys and queries are cast to float32 before the cost, the marginals'
+softmax, the cost, Sinkhorn / MESH / EMD (and softmax attention) and the aggregation
+attn^T v all run in float32.
 """
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ UPDATE_NORMS = ("auto", "weighted_mean", "sum", "weighted_sum", "layer_norm", "b
 SLOT_INITS = ("shared_gaussian", "per_slot", "fixed_random", "identical")
 MARGINALS = ("learned", "uniform")
 MESH_OBJECTIVES = ("entropy", "similarity", "learned")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 def _check(name: str, value, valid) -> None:
@@ -87,15 +94,16 @@ class _PairSimilarity(nn.Module):
 
 
 class _MLP(nn.Module):
-  """Dense(hidden) -> ReLU -> Dense(out)."""
+  """Dense(hidden) -> ReLU -> Dense(out), computed in `dtype`."""
   hidden: int
   out: int
   out_bias: bool = True
+  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    h = nn.relu(nn.Dense(self.hidden, name="hidden")(x))
-    return nn.Dense(self.out, use_bias=self.out_bias, name="out")(h)
+    h = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="hidden")(x))
+    return nn.Dense(self.out, use_bias=self.out_bias, dtype=self.dtype, name="out")(h)
 
 
 class _ScalarMLP(nn.Module):
@@ -159,6 +167,8 @@ class SlotAttention(nn.Module):
     norm_inputs: LayerNorm on the inputs before the projections and the input-marginal
       network (Alg. 1). False keeps the inputs' own scale (an ablation: with the LayerNorm,
       the scale sigma of the random-objects data only sets the scale of the targets).
+    compute_dtype: "float32" or "bfloat16": the computation dtype of the layers outside
+      the OT core (see the module docstring); the OT core always runs in float32.
   """
   num_slots: int
   slot_size: int = 64
@@ -187,6 +197,7 @@ class SlotAttention(nn.Module):
   fixed_init_seed: int = 0
   detach_slots: bool = False
   norm_inputs: bool = True
+  compute_dtype: str = "float32"
 
   def _validate(self):
     _check("attention", self.attention, ATTENTIONS)
@@ -194,6 +205,7 @@ class SlotAttention(nn.Module):
     _check("slot_init", self.slot_init, SLOT_INITS)
     _check("marginals", self.marginals, MARGINALS)
     _check("mesh_objective", self.mesh_objective, MESH_OBJECTIVES)
+    _check("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
     if self.cost is not None:
       transport.get_cost_fn(self.cost)
 
@@ -263,35 +275,38 @@ class SlotAttention(nn.Module):
     if update_norm == "auto":
       update_norm = "sum" if ot else "weighted_mean"
     iters = self.num_iters if (train or self.num_iters_eval is None) else self.num_iters_eval
+    dtype = jnp.dtype(self.compute_dtype)   # Layers outside the OT core.
+    f32 = jnp.float32                       # The OT core.
 
     if initial_slots is not None:
       slots = initial_slots
       k = slots.shape[-2]
     else:
       k = num_slots or self.num_slots
-      slots = self._initial_slots(batch, k, inputs.dtype)
+      slots = self._initial_slots(batch, k, jnp.promote_types(inputs.dtype, f32))
 
     # Submodules are built once and shared by all iterations (tied weights).
-    x = nn.LayerNorm(name="norm_inputs")(inputs) if self.norm_inputs else inputs
-    keys = nn.Dense(d, use_bias=False, name="project_k")(x)     # [B, N, D]
-    values = nn.Dense(d, use_bias=False, name="project_v")(x)   # [B, N, D]
-    norm_slots = nn.LayerNorm(name="norm_slots")
-    project_q = nn.Dense(d, use_bias=False, name="project_q")
-    gru = nn.GRUCell(features=d, name="gru")
-    norm_mlp = nn.LayerNorm(name="norm_mlp")
-    mlp = _MLP(self.mlp_size, d, name="mlp")
+    x = nn.LayerNorm(dtype=dtype, name="norm_inputs")(inputs) if self.norm_inputs else inputs
+    keys = nn.Dense(d, use_bias=False, dtype=dtype, name="project_k")(x)     # [B, N, D]
+    values = nn.Dense(d, use_bias=False, dtype=dtype, name="project_v")(x)   # [B, N, D]
+    keys, values = keys.astype(f32), values.astype(f32)
+    norm_slots = nn.LayerNorm(dtype=dtype, name="norm_slots")
+    project_q = nn.Dense(d, use_bias=False, dtype=dtype, name="project_q")
+    gru = nn.GRUCell(features=d, dtype=dtype, name="gru")
+    norm_mlp = nn.LayerNorm(dtype=dtype, name="norm_mlp")
+    mlp = _MLP(self.mlp_size, d, dtype=dtype, name="mlp")
     norm_updates = {"layer_norm": lambda: nn.LayerNorm(name="norm_updates"),
                     "batch_norm": lambda: ScalarBatchNorm(name="batch_norm")}.get(update_norm)
     norm_updates = norm_updates() if norm_updates else None
 
     scale = float(self.marginal_scale or k)
     if ot and self.marginals == "learned":
-      h_a = _MLP(self.mlp_size, 1, out_bias=False, name="marginal_inputs")
-      h_b = _MLP(self.mlp_size, 1, out_bias=False, name="marginal_slots")
-      a = scale * jax.nn.softmax(h_a(x)[..., 0], axis=-1)      # [B, N]
+      h_a = _MLP(self.mlp_size, 1, out_bias=False, dtype=dtype, name="marginal_inputs")
+      h_b = _MLP(self.mlp_size, 1, out_bias=False, dtype=dtype, name="marginal_slots")
+      a = scale * jax.nn.softmax(h_a(x)[..., 0].astype(f32), axis=-1)      # [B, N]
     else:
       h_b = None
-      a = jnp.full((batch, n), scale / n, inputs.dtype)
+      a = jnp.full((batch, n), scale / n, f32)
     mesh_args = None
     if self.attention == "mesh":
       noise = jax.random.normal(self.make_rng("mesh"), (batch, n, k), jnp.float32)
@@ -307,12 +322,12 @@ class SlotAttention(nn.Module):
         slots = jax.lax.stop_gradient(slots)
       slots_prev = slots
       z = norm_slots(slots)
-      queries = project_q(z)                                     # [B, K, D]
+      queries = project_q(z).astype(f32)                         # [B, K, D]
       cost = self.cost_scale * cost_fn(keys, queries)            # [B, N, K]
       if ot:
-        b = (scale * jax.nn.softmax(h_b(z)[..., 0], axis=-1) if h_b is not None
-             else jnp.full((batch, k), scale / k, inputs.dtype))  # [B, K]
-        attn = self._transport(cost, a, b, z, mesh_args)
+        b = (scale * jax.nn.softmax(h_b(z)[..., 0].astype(f32), axis=-1) if h_b is not None
+             else jnp.full((batch, k), scale / k, f32))          # [B, K]
+        attn = self._transport(cost, a, b, z.astype(f32), mesh_args)
         self.sow("intermediates", "a", a)
         self.sow("intermediates", "b", b)
       else:

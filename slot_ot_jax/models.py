@@ -15,6 +15,10 @@ Tables 3-7) and, for ClevrTex, App. F.3 of the MESH paper (Zhang et al., 2023):
 `[B, H, W, C]`, features `[B, N, D]` with N = h*w flattened row-major, slots `[B, K, D]`.
 All convolutions use SAME padding and biases (supplement, Sec. 5.1). The decoder's
 "deconv" layers are transposed convolutions, as in the reference implementation.
+
+Mixed precision: the `dtype` field of the encoder, the decoder and the position embedding is
+their computation dtype (e.g. bfloat16 on GPU/TPU); parameters stay float32, and
+`ObjectDiscoveryAutoencoder` composites the decoded slots and computes the loss in float32.
 """
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -41,14 +45,16 @@ def build_grid(height: int, width: int) -> Array:
 class SoftPositionEmbedding(nn.Module):
   """Adds a learned linear projection of the 4-ramp grid to a feature map.
 
-  `inputs [B, H, W, C] -> [B, H, W, C]`; the Dense layer (with bias) maps 4 -> C.
+  `inputs [B, H, W, C] -> [B, H, W, C]`; the Dense layer (with bias) maps 4 -> C and
+  computes in `dtype`.
   """
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, inputs: Array) -> Array:
     height, width, channels = inputs.shape[-3:]
     grid = build_grid(height, width).astype(inputs.dtype)
-    return inputs + nn.Dense(channels, name="dense")(grid)
+    return inputs + nn.Dense(channels, dtype=self.dtype, name="dense")(grid)
 
 
 class CNNEncoder(nn.Module):
@@ -64,12 +70,14 @@ class CNNEncoder(nn.Module):
     kernel_size: convolution kernel size.
     mlp_size: hidden width of the per-location MLP (ReLU).
     out_size: output width of the per-location MLP (linear).
+    dtype: computation dtype (parameters stay float32).
   """
   channels: Sequence[int] = (64, 64, 64, 64)
   strides: Sequence[int] = (1, 1, 1, 1)
   kernel_size: int = 5
   mlp_size: int = 64
   out_size: int = 64
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, image: Array) -> Array:
@@ -78,14 +86,14 @@ class CNNEncoder(nn.Module):
     x = image
     for i, (features, stride) in enumerate(zip(self.channels, self.strides)):
       x = nn.Conv(features, (self.kernel_size, self.kernel_size), strides=(stride, stride),
-                  padding="SAME", name=f"conv_{i}")(x)
+                  padding="SAME", dtype=self.dtype, name=f"conv_{i}")(x)
       x = nn.relu(x)
-    x = SoftPositionEmbedding(name="position")(x)
+    x = SoftPositionEmbedding(dtype=self.dtype, name="position")(x)
     batch, height, width, features = x.shape
     x = x.reshape(batch, height * width, features)  # [B, h, w, D] -> [B, N, D]
-    x = nn.LayerNorm(name="norm")(x)
-    x = nn.relu(nn.Dense(self.mlp_size, name="mlp_hidden")(x))
-    return nn.Dense(self.out_size, name="mlp_out")(x)
+    x = nn.LayerNorm(dtype=self.dtype, name="norm")(x)
+    x = nn.relu(nn.Dense(self.mlp_size, dtype=self.dtype, name="mlp_hidden")(x))
+    return nn.Dense(self.out_size, dtype=self.dtype, name="mlp_out")(x)
 
 
 class SpatialBroadcastDecoder(nn.Module):
@@ -104,6 +112,7 @@ class SpatialBroadcastDecoder(nn.Module):
     kernel_size: hidden kernel size.
     out_kernel_size: kernel size of the output layer.
     out_channels: image channels + 1 (alpha logit).
+    dtype: computation dtype (parameters stay float32).
   """
   broadcast_resolution: Tuple[int, int] = (8, 8)
   channels: Sequence[int] = (64, 64, 64, 64, 64)
@@ -111,6 +120,7 @@ class SpatialBroadcastDecoder(nn.Module):
   kernel_size: int = 5
   out_kernel_size: int = 3
   out_channels: int = 4
+  dtype: Any = jnp.float32
 
   @property
   def output_resolution(self) -> Tuple[int, int]:
@@ -127,13 +137,14 @@ class SpatialBroadcastDecoder(nn.Module):
     height, width = self.broadcast_resolution
     x = slots.reshape(-1, 1, 1, dim)
     x = jnp.broadcast_to(x, (x.shape[0], height, width, dim))  # [M, D] -> [M, h, w, D]
-    x = SoftPositionEmbedding(name="position")(x)
+    x = SoftPositionEmbedding(dtype=self.dtype, name="position")(x.astype(self.dtype))
     for i, (features, stride) in enumerate(zip(self.channels, self.strides)):
       x = nn.ConvTranspose(features, (self.kernel_size, self.kernel_size),
-                           strides=(stride, stride), padding="SAME", name=f"deconv_{i}")(x)
+                           strides=(stride, stride), padding="SAME", dtype=self.dtype,
+                           name=f"deconv_{i}")(x)
       x = nn.relu(x)
     x = nn.ConvTranspose(self.out_channels, (self.out_kernel_size, self.out_kernel_size),
-                         padding="SAME", name="deconv_out")(x)
+                         padding="SAME", dtype=self.dtype, name="deconv_out")(x)
     return x.reshape(lead + x.shape[1:])
 
 
@@ -195,7 +206,8 @@ class ObjectDiscoveryAutoencoder(nn.Module):
     batch, k = slots.shape[:2]
     # All slots through the same decoder weights: fold K into the batch axis.
     decoded = self.decoder(slots.reshape(batch * k, slots.shape[-1]))  # [B*K, H, W, C+1]
-    decoded = decoded.reshape((batch, k) + decoded.shape[1:])           # [B, K, H, W, C+1]
+    # Compositing and the loss in float32 whatever the decoder's computation dtype.
+    decoded = decoded.reshape((batch, k) + decoded.shape[1:]).astype(jnp.float32)
     if decoded.shape[2:4] != image.shape[1:3] or decoded.shape[-1] != image.shape[-1] + 1:
       raise ValueError(f"decoder output {decoded.shape[2:]} does not fit image "
                        f"{image.shape[1:]} (expected H, W, C + 1)")

@@ -65,8 +65,10 @@ def build_autoencoder(config: ml_collections.ConfigDict) -> models.ObjectDiscove
   model.architecture picks the encoder/decoder pair of `models.object_discovery_modules`;
   model.width (0 = the paper's) replaces every conv width; for "clevr" the broadcast grid is
   resolution / 16 (8x8 at 128x128), otherwise the decoder runs at full resolution.
+  model.compute_dtype ("float32" or "bfloat16") is the computation dtype of the encoder and
+  the decoder (the slot attention's follows it through a field reference).
   """
-  from slot_ot_jax.attention import SlotAttention  # pylint: disable=g-import-not-at-top
+  from slot_ot_jax.attention import COMPUTE_DTYPES, SlotAttention  # pylint: disable=g-import-not-at-top
   m = config.model
   res = int(config.data.resolution)
   if m.architecture == "clevr":
@@ -80,6 +82,11 @@ def build_autoencoder(config: ml_collections.ConfigDict) -> models.ObjectDiscove
     w = int(m.width)
     encoder = encoder.clone(channels=(w,) * len(encoder.channels), mlp_size=w, out_size=w)
     decoder = decoder.clone(channels=(w,) * len(decoder.channels))
+  dtype = m.get("compute_dtype", "float32")
+  if dtype not in COMPUTE_DTYPES:
+    raise ValueError(f"Unknown model.compute_dtype {dtype!r}; valid values: "
+                     f"{', '.join(COMPUTE_DTYPES)}.")
+  encoder, decoder = encoder.clone(dtype=jnp.dtype(dtype)), decoder.clone(dtype=jnp.dtype(dtype))
   return models.ObjectDiscoveryAutoencoder(
       encoder=encoder, decoder=decoder,
       slot_attention=SlotAttention(**dict(m.slot_attention)))

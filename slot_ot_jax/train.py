@@ -6,8 +6,10 @@ The experiment comes from the task registry (`slot_ot_jax/tasks.py`, selected by
 * `TrainState` (step, params, optimizer state, non-params collections, base PRNG key).
 * One jitted `train_step` over all devices, data parallel through a one-axis device mesh
   ("data"): batches are sharded along their leading axis with a `NamedSharding`, the state is
-  replicated, and XLA inserts the gradient all-reduce. Several hosts join through
-  `jax.distributed.initialize()` (see main.py); each feeds its slice of the global batch.
+  replicated, and XLA inserts the gradient all-reduce. Several processes (hosts) join through
+  `jax.distributed.initialize()` (main.py --distributed); each feeds its slice of the global
+  batch, and all of them run the same steps, evaluations and checkpoint saves (orbax writes
+  one checkpoint from all of them; only process 0 writes final_metrics.json and PNGs).
 * The per-step PRNG key is `fold_in(state.rng, state.step)`, split by purpose into the
   task's streams, so a resumed run draws the same numbers as an uninterrupted one.
 * Checkpoints (`slot_ot_jax/checkpointing.py`): automatic resume from the workdir, saves
@@ -18,7 +20,9 @@ The experiment comes from the task registry (`slot_ot_jax/tasks.py`, selected by
   the log), evaluation through the task's metrics `Collection`.
 * At the end `<workdir>/final_metrics.json` holds the evaluation, the task's report line
   and timings.
-* Image summaries of the task go to TensorBoard and to `<workdir>/images/<name>_<step>.png`.
+* Image summaries of the task go to TensorBoard and to `<workdir>/images/<name>_<step>.png`;
+  the task gets the first evaluation batch replicated on every device, so that it can read
+  it whole in every process.
 * `config.mode == "eval"` (configs that define it): no training; the latest checkpoint of
   the workdir is evaluated (`evaluate_checkpoint`, results in `<workdir>/eval_metrics.json`).
 """
@@ -159,6 +163,9 @@ class Trainer:
         make_eval_step(task, self.model),
         in_shardings=(self.replicated, self.data_sharding, self.replicated),
         out_shardings=self.replicated))
+    # A whole batch on every device: with several processes, a batch sharded over the data
+    # axis is not addressable as a whole by any one process.
+    self.replicate = self._under_mesh(jax.jit(lambda tree: tree, out_shardings=self.replicated))
 
   def _under_mesh(self, fn):
     """`fn` traced and run with the device mesh as the context mesh (`jax.set_mesh`), which
@@ -194,7 +201,8 @@ class Trainer:
       if i == 0 and writer is not None:
         variables = {"params": state.params, **state.model_state}
         images = self._under_mesh(self.task.image_summaries)(
-            self.model, variables, batch, stream_rngs(rng, self.task.rng_streams))
+            self.model, variables, self.replicate(batch),
+            stream_rngs(rng, self.task.rng_streams))
         if images:
           writer.write_images(step, {f"eval/{k}": v for k, v in images.items()})
           if image_dir is not None and jax.process_index() == 0:
