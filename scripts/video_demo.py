@@ -81,6 +81,8 @@ def main():
   p.add_argument("--workdir", default="workdirs/video_demo")
   p.add_argument("--out", default="benchmarks/results")
   p.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each")
+  p.add_argument("--report_only", action="store_true",
+                 help="write the table from the finished runs only, launching nothing")
   a = p.parse_args()
   seeds = [int(s) for s in a.seeds.split(",")]
   variants = a.variants.split(",")
@@ -92,7 +94,14 @@ def main():
   env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
                       "intra_op_parallelism_threads=1").strip()
   env.update(OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
-  rows = _launch([(v, s) for s in seeds for v in variants], a, env)
+  runs = [(v, s) for s in seeds for v in variants]
+  if a.report_only:  # Table of the runs that finished; the others are listed as not run.
+    done = lambda r: os.path.exists(os.path.join(a.workdir, f"{r[0]}_{r[1]}", "final_metrics.json"))
+    missing = [r for r in runs if not done(r)]
+    rows = {r: json.load(open(os.path.join(a.workdir, f"{r[0]}_{r[1]}", "final_metrics.json")))
+            for r in runs if done(r)}
+  else:
+    missing, rows = [], _launch(runs, a, env)
 
   lines = [
       "# Two-frame video object discovery on shapes_video/32x32 (CPU, one small fixed budget)",
@@ -112,6 +121,9 @@ def main():
       "| --- | --- | --- | --- | --- | --- | --- |"]
   for v in variants:
     for s in seeds:
+      if (v, s) not in rows:
+        lines.append(f"| {VARIANTS[v][0]} | {s} | not run | | | | |")
+        continue
       r = rows[v, s]
       e = r["eval"]
       lines.append(f"| {VARIANTS[v][0]} | {s} | {100 * e['fg_ari']:.1f} | "
@@ -122,11 +134,18 @@ def main():
   for v in variants:
     cells = []
     for key, _ in METRICS:
-      values = [100 * rows[v, s]["eval"][key] for s in seeds]
+      values = [100 * rows[v, s]["eval"][key] for s in seeds if (v, s) in rows]
+      if not values:
+        cells.append("not run")
+        continue
       std = statistics.stdev(values) if len(values) > 1 else 0.0
       cells.append(f"{statistics.mean(values):.1f} +- {std:.1f}")
     lines.append(f"| {VARIANTS[v][0]} | " + " | ".join(cells) + " |")
-  lines += ["", "(std: sample standard deviation over the seeds.)", "",
+  lines += ["", "(std: sample standard deviation over the seeds that ran; 0.0 with one seed.)"]
+  if missing:
+    lines += ["", "Not run (the time available ran out): " + ", ".join(
+        f"{VARIANTS[v][0]} seed {s}" for v, s in missing) + "."]
+  lines += ["",
             f"Mask grids (seed {seeds[0]}, first 4 videos of the evaluation split; two rows per "
             "video, frame 0 then frame 1; columns: input, reconstruction, segmentation, one "
             "alpha mask per slot; a slot keeps its colour in both frames):", ""]

@@ -18,10 +18,10 @@ DUMMY = fake.DUMMY_DIR
 
 
 class ClevrerFakeTest(tfds.testing.DatasetBuilderTestCase):
-  """Fake CLEVRER-L: train videos 0-3 less 2 (short proposals), validation 10000, test 15000."""
+  """Fake CLEVRER-L: train videos 0-5 less 2 (short proposals), validation 10000, test 15000."""
   DATASET_CLASS = Builder
   BUILDER_CONFIG_NAMES_TO_TEST = ["l_fake"]
-  SPLITS = {"train": 3, "validation": 1, "test": 1}
+  SPLITS = {"train": 5, "validation": 1, "test": 1}
 
   @classmethod
   def setUpClass(cls):

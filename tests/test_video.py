@@ -27,7 +27,7 @@ _FAKE_DIR = os.path.join(REPO, "datasets", "clevrer", "dummy_data")
 
 
 def _tiny(config, **slot_attention):
-  """Shrinks a video config to a seconds-long run: 2 steps, batch 2, a small model."""
+  """Shrinks a video config to a seconds-long run: 2 steps, batch 4, a small model."""
   config.unlock()
   config.data.data_dir = _TMP
   config.model.width, config.model.encoder_stride, config.model.decoder_broadcast = 8, 4, 8
@@ -35,7 +35,7 @@ def _tiny(config, **slot_attention):
   sa.slot_size, sa.mlp_size, sa.num_iters = 16, 16, 1
   for key, value in slot_attention.items():
     sa[key] = value
-  config.batch_size = config.eval_batch_size = 2
+  config.batch_size = config.eval_batch_size = 4  # The tests run on 4 CPU devices.
   config.num_train_steps = 2
   config.log_every_steps = config.eval_every_steps = config.checkpoint_every_steps = 2
   config.optimizer.warmup_steps = 1

@@ -76,7 +76,7 @@ class ClevrerConfig(tfds.core.BuilderConfig):
 
 # The fake files of dummy_data/ (datasets/clevrer/make_dummy_data.py): video 2 has short
 # proposals and is skipped, as 7648 and 9777 are in the release.
-FAKE_SPLITS = (("train", 0, 4), ("validation", 10_000, 10_001), ("test", 15_000, 15_001))
+FAKE_SPLITS = (("train", 0, 6), ("validation", 10_000, 10_001), ("test", 15_000, 15_001))
 BUILDER_CONFIGS = [
     ClevrerConfig(name="s", frames=(0, 16), description="CLEVRER-S: frames 0 and 16, 64x64."),
     ClevrerConfig(name="l", frames=(0, 127), description="CLEVRER-L: frames 0 and 127, 64x64."),

@@ -12,7 +12,7 @@ another at frame 100 (so frame 127 has it); one video repeats a (colour, materia
 triple. The frames are coloured like their masks, so a test can check that the decoded video
 and masks line up.
 
-The builder's configs s_fake and l_fake (`FAKE_CONFIGS`) read these files: train 0-3 (video 2
+The builder's configs s_fake and l_fake (`FAKE_CONFIGS`) read these files: train 0-5 (video 2
 has short proposals and is skipped, as 7648 and 9777 are in the release), validation 10000,
 test 15000.
 """
