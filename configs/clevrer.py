@@ -13,7 +13,7 @@ One config per row of Table 5 and dataset, chosen by the arguments:
   dataset=s (CLEVRER-S: frames 0 and 16) or l (CLEVRER-L: frames 0 and 127), s_fake or l_fake
   (the fake files of datasets/clevrer/dummy_data: add
   --config.data.manual_dir=datasets/clevrer/dummy_data); seed=<int>;
-  runlocal=1 (a one-minute CPU run on shapes_video/tiny with a small model).
+  runlocal=1 (a short CPU run on shapes_video/tiny with a small model: 40 steps).
 
 Evaluation only, on the test split (videos 15000-19999), from the workdir's latest checkpoint:
 add --config.mode=eval (writes WORKDIR/eval_metrics.json).
@@ -34,7 +34,7 @@ Published (Table 5, 5 seeds, %): SA-MESH FG-ARI 93.8 / 92.9, FG-mIoU 44.1 / 54.4
 
 Runtime: not measured on an accelerator; each step encodes, attends and decodes two 64x64
 frames, about twice a Multi-dSprites step (whose 500k steps take about a day for SA on one
-V100, SA paper). Not practical on CPU except runlocal=1 (about a minute); the offline
+V100, SA paper). Not practical on CPU except runlocal=1; the offline
 demonstration is configs/shapes_video.py.
 """
 from __future__ import annotations
@@ -103,7 +103,7 @@ def build(data_name: str, arg: str | None, *, resolution: int, max_objects: int,
   common.set_schedule(config, num_train_steps=steps)
 
   if arg.runlocal:
-    # About a minute on one CPU core: a small model on shapes_video/tiny.
+    # A short CPU run: 40 steps of a small model on shapes_video/tiny.
     config.data.name = "shapes_video/tiny"
     config.data.resolution = 32
     config.model.width = 16

@@ -18,8 +18,10 @@ clipping 0.1.
 Published: none (a dataset of this project). The CPU demonstration (SA, SA fixed noise and
 SA-MESH, 3 seeds) is benchmarks/results/video_shapes.md, written by scripts/video_demo.py.
 
-Runtime: measured for the demonstration (see that file; a few minutes per 1,000 steps on one
-contended CPU core). runlocal=1: about a minute.
+Runtime (the demonstration's settings: batch 8, 16 channels, encoder stride 2, 8x8 broadcast):
+about 7 s per step on one CPU thread of a heavily loaded 2-core machine (150 steps: 17 min of
+training, 20 min with start-up and evaluation); an idle machine is several times faster (not
+measured). runlocal=1: a few minutes on the loaded machine.
 """
 from configs import clevrer
 from configs import common
