@@ -172,14 +172,17 @@ def _not_found(builder, name: str, manual_dir: str | None, reason: str) -> Datas
   return DatasetNotFoundError(f"Dataset {name} is not prepared in {builder.data_path}.\n{reason}")
 
 
-def get_builder(data_config, *, prepare: bool | None = None) -> tfds.core.DatasetBuilder:
+def get_builder(data_config, *, prepare: bool | None = None,
+                check_name: bool = True) -> tfds.core.DatasetBuilder:
   """The prepared builder of `data_config.name`, built first when possible.
 
   The procedural dataset is built on first use; a manual-download dataset is built when its
   source files are found in the manual dir. Otherwise DatasetNotFoundError names the official
-  URL, the expected files and the command that prepares the dataset.
+  URL, the expected files and the command that prepares the dataset. `check_name=False` skips
+  the PRESETS check (datasets of other tasks, e.g. the two-frame video builders).
   """
-  preset(data_config.name)
+  if check_name:
+    preset(data_config.name)
   module, config = data_config.name.split("/", 1)
   cls = builder_class(module)
   builder = cls(config=config, data_dir=data_config.data_dir)

@@ -38,12 +38,16 @@ Edge cases, where the public implementations disagree (each policy is tested):
   pairs every present mask with a non-empty prediction first.) An image whose mean has no
   term gets `empty_value` (1.0); `has_foreground` tells such images apart, and the clu
   metric below leaves them out of the average as MESH's `robust_mean` does with its NaNs.
-* Temporal consistency (MESH paper, App. F.3/F.4; MESH `time_consistency_accuracy`): per
-  frame, objects are matched to slots as for FG-mIoU; an object counts as captured only by
-  a slot it overlaps (IoU > 0). Object ids must name the same object in every frame. The
-  score is consistent / common, where common counts foreground objects present in both
-  frames; `empty_value` (1.0, as in MESH) when there is none. The clu metric pools the two
-  counts over the whole evaluation set (MESH pools them over a batch).
+* Temporal consistency (MESH paper, App. F.3/F.4; MESH `time_consistency_accuracy`): in
+  each frame, objects are matched to slots as for FG-mIoU (Hungarian on 1 - IoU, foreground
+  objects against all slots); the matched slot counts whatever its IoU, as in MESH (a
+  zero-IoU match that happens to pick the same slot in both frames is consistent). Object
+  ids must name the same object in both frames. Per example, TC = consistent / common,
+  where common counts foreground objects present in both frames; an example without such
+  an object has no TC (`tc_has_common` False, score `empty_value`) and the clu metric
+  averages TC over the examples that have one, as MESH's `robust_mean` drops its NaNs.
+  (Ties between equal-cost matches are broken by the solver, so avoid them when comparing
+  with other implementations.)
 """
 
 import functools
@@ -215,17 +219,18 @@ def temporal_consistency_counts(true_ids: Array, pred_ids: Array, *, num_true: i
 
   Returns:
     (consistent [B], common [B]) int32: foreground objects present in both frames whose
-    matched slot is the same in both, and foreground objects present in both frames.
+    Hungarian-matched slot is the same in both frames, and foreground objects present in
+    both frames. An object left without a slot (more objects than slots) is never
+    consistent.
   """
   if true_ids.shape[1] != 2:
     raise ValueError(f"expected two frames on axis 1, got shape {true_ids.shape}")
   t, p = _one_hots(true_ids, pred_ids, num_true, num_pred, valid, ndim_lead=2)
 
   def frame(ti, pi):  # [P, T], [P, K] -> slot [T-1], present [T-1]
-    iou = _iou_matrix(ti, pi)[1:]
     present = ti.sum(0)[1:] > 0
-    matched_iou, slot = _match(iou, present)
-    return jnp.where(matched_iou > 0, slot, -1), present
+    _, slot = _match(_iou_matrix(ti, pi)[1:], present)
+    return slot, present
 
   slot, present = jax.vmap(jax.vmap(frame))(t, p)  # [B, 2, T-1] each
   common = present[:, 0] & present[:, 1]
@@ -236,10 +241,11 @@ def temporal_consistency_counts(true_ids: Array, pred_ids: Array, *, num_true: i
 
 def temporal_consistency(true_ids: Array, pred_ids: Array, *, num_true: int, num_pred: int,
                          valid: Optional[Array] = None, empty_value: float = 1.0) -> Array:
-  """Fraction of objects present in both frames that keep their slot: [B] float32.
+  """Per-example share of the objects present in both frames that keep their slot: [B].
 
   See `temporal_consistency_counts` for the arguments; `empty_value` where no object is
-  present in both frames.
+  present in both frames (leave those examples out of a mean: MESH averages TC over the
+  examples that have such objects).
   """
   consistent, common = temporal_consistency_counts(
       true_ids, pred_ids, num_true=num_true, num_pred=num_pred, valid=valid)
@@ -268,30 +274,13 @@ def average_where(name: str, where: str):
   return AverageWhere
 
 
-def ratio_of_sums(numerator: str, denominator: str):
-  """clu metric sum(numerator) / sum(denominator) pooled over all examples (and "mask")."""
-
-  @flax.struct.dataclass
-  class RatioOfSums(clu_metrics.Average):
-
-    @classmethod
-    def from_model_output(cls, **outputs):
-      num = jnp.asarray(outputs[numerator], jnp.float32)
-      den = jnp.asarray(outputs[denominator], jnp.int32)
-      if outputs.get("mask") is not None:
-        keep = jnp.asarray(outputs["mask"]).astype(bool)
-        num, den = jnp.where(keep, num, 0.0), jnp.where(keep, den, 0)
-      return cls(total=num.sum(), count=den.sum())
-
-  return RatioOfSums
-
-
 def make_eval_metrics(*, video: bool = False):
   """A `clu.metrics.Collection` class for object-discovery evaluation.
 
   Fields: `loss` (mean of the "loss" output), `fg_ari` (mean over images, empty images
   scoring `empty_value`), `fg_miou` (mean over images with foreground), and with
-  `video=True` `temporal_consistency` (pooled over objects). Feed it
+  `video=True` `temporal_consistency` (mean over examples with an object present in both
+  frames). Feed it
   `loss=..., mask=..., **segmentation_metric_outputs(...)`.
   """
   if video:
@@ -301,7 +290,7 @@ def make_eval_metrics(*, video: bool = False):
       loss: clu_metrics.Average.from_output("loss")
       fg_ari: clu_metrics.Average.from_output("fg_ari")
       fg_miou: average_where("fg_miou", "has_foreground")
-      temporal_consistency: ratio_of_sums("tc_consistent", "tc_common")
+      temporal_consistency: average_where("tc", "tc_has_common")
 
     return VideoEvalMetrics
 
@@ -324,10 +313,11 @@ def segmentation_metric_outputs(true_ids: Array, pred_ids: Array, *, num_true: i
     true_ids, pred_ids, valid: [B, ...] label maps, or [B, T, ...] with `video=True`.
     video: per-frame FG-ARI and FG-mIoU averaged over the frames of each video (MESH
       paper, Sec. 5.4; FG-mIoU over frames with foreground), plus temporal consistency
-      counts (two frames).
+      of two-frame videos: tc (per-example TC, `empty_value` without a common object),
+      tc_has_common, and the counts tc_consistent, tc_common.
 
   Returns:
-    dict of [B] arrays: fg_ari, fg_miou, has_foreground (and tc_consistent, tc_common).
+    dict of [B] arrays: fg_ari, fg_miou, has_foreground (and the tc_* outputs).
   """
   kw = dict(num_true=num_true, num_pred=num_pred)
   if not video:
@@ -349,4 +339,6 @@ def segmentation_metric_outputs(true_ids: Array, pred_ids: Array, *, num_true: i
       fg_ari=ari.mean(1),
       fg_miou=jnp.where(nfg > 0, jnp.sum(jnp.where(fg, miou, 0.0), 1) / jnp.maximum(nfg, 1),
                         empty_value),
-      has_foreground=nfg > 0, tc_consistent=consistent, tc_common=common)
+      has_foreground=nfg > 0,
+      tc=jnp.where(common > 0, consistent / jnp.maximum(common, 1), empty_value),
+      tc_has_common=common > 0, tc_consistent=consistent, tc_common=common)

@@ -54,6 +54,7 @@ _BUILTIN_TASKS = {
     "random_objects": "slot_ot_jax.random_objects",
     "object_discovery": "slot_ot_jax.object_discovery",
     "dinosaur": "slot_ot_jax.dinosaur",
+    "video": "slot_ot_jax.video",
 }
 _REGISTRY: dict[str, Callable[[ml_collections.ConfigDict], "Task"]] = {}
 

@@ -151,21 +151,39 @@ class MiouTest(parameterized.TestCase):
 
 
 class TemporalConsistencyTest(absltest.TestCase):
+  """Hand-worked cases of the MESH definition (no ties between equal-cost matchings)."""
 
   def test_cases(self):
     kw = dict(num_true=4, num_pred=3)
     true = _ids([[0, 1, 1, 2, 2, 0], [0, 2, 2, 1, 1, 3]],    # objects move; 3 appears
                 [[0, 1, 1, 2, 2, 0], [0, 2, 2, 1, 1, 0]],
-                [[0, 1, 1, 0, 0, 0], [0, 0, 0, 2, 2, 0]],    # no object in both frames
-                [[1, 1, 2, 2, 0, 0], [1, 1, 1, 2, 0, 0]])
+                [[0, 1, 1, 0, 0, 0], [0, 0, 0, 2, 2, 0]])    # no object in both frames
     pred = _ids([[0, 1, 1, 2, 2, 0], [0, 2, 2, 1, 1, 0]],    # slots follow the objects
                 [[0, 1, 1, 2, 2, 0], [0, 1, 1, 2, 2, 0]],    # slots swap objects
-                [[0, 1, 1, 0, 0, 0], [0, 0, 0, 1, 1, 0]],
-                [[0, 0, 1, 1, 2, 2], [0, 0, 0, 0, 2, 2]])    # object 2 lost in frame 2
+                [[0, 1, 1, 0, 0, 0], [0, 0, 0, 1, 1, 0]])
     consistent, common = M.temporal_consistency_counts(true, pred, **kw)
-    np.testing.assert_array_equal(common, [2, 2, 0, 2])
-    np.testing.assert_array_equal(consistent, [2, 0, 0, 1])
-    np.testing.assert_allclose(M.temporal_consistency(true, pred, **kw), [1.0, 0.0, 1.0, 0.5])
+    np.testing.assert_array_equal(common, [2, 2, 0])
+    np.testing.assert_array_equal(consistent, [2, 0, 0])
+    np.testing.assert_allclose(M.temporal_consistency(true, pred, **kw), [1.0, 0.0, 1.0])
+
+  def test_zero_iou_match_counts(self):
+    # Frame 2: slot 0 covers everything, slot 1 is empty. The matching gives object 1
+    # slot 0 (IoU 3/6) and object 2 the empty slot 1 (IoU 0; the other way round costs
+    # more). Object 2 had slot 1 in frame 1 too, so both objects are consistent (MESH
+    # has no IoU > 0 condition): TC = 1, not 1/2.
+    true = _ids([[1, 1, 2, 2, 0, 0], [1, 1, 1, 2, 0, 0]])
+    pred = _ids([[0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0]])
+    consistent, common = M.temporal_consistency_counts(true, pred, num_true=3, num_pred=2)
+    np.testing.assert_array_equal(common, [2])
+    np.testing.assert_array_equal(consistent, [2])
+
+  def test_more_objects_than_slots(self):
+    # Three objects, two slots: the object left without a slot is never consistent.
+    true = _ids([[1, 1, 2, 2, 3, 3], [1, 1, 2, 2, 3, 3]])
+    pred = _ids([[0, 0, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1]])
+    consistent, common = M.temporal_consistency_counts(true, pred, num_true=4, num_pred=2)
+    np.testing.assert_array_equal(common, [3])
+    np.testing.assert_array_equal(consistent, [2])
 
 
 class TransformTest(absltest.TestCase):
@@ -222,18 +240,27 @@ class CluMetricsTest(absltest.TestCase):
     self.assertAlmostEqual(float(result["fg_miou"]), (2 * miou[0] + miou[2]) / 3, places=6)
 
   def test_video_collection(self):
-    true = _ids([[0, 1, 1, 2, 2, 0], [0, 2, 2, 1, 1, 0]],
-                [[0, 1, 1, 2, 2, 0], [0, 0, 0, 0, 0, 0]])
+    true = _ids([[0, 1, 1, 2, 2, 0], [0, 2, 2, 1, 1, 0]],   # 2 of 2 objects keep their slot
+                [[0, 1, 1, 0, 0, 0], [0, 0, 0, 1, 1, 0]],   # 0 of 1
+                [[0, 1, 1, 0, 0, 0], [0, 0, 0, 0, 0, 0]])   # no object in both frames
     pred = _ids([[0, 1, 1, 2, 2, 0], [0, 2, 2, 1, 1, 0]],
-                [[0, 1, 1, 2, 2, 0], [0, 1, 1, 2, 2, 0]])
+                [[0, 1, 1, 0, 0, 0], [0, 0, 0, 2, 2, 0]],
+                [[0, 1, 1, 0, 0, 0], [0, 1, 1, 0, 0, 0]])
     outputs = M.segmentation_metric_outputs(true, pred, num_true=3, num_pred=3, video=True)
     for value in outputs.values():
-      self.assertEqual(value.shape, (2,))
-    np.testing.assert_allclose(outputs["fg_miou"], [1.0, 1.0])
+      self.assertEqual(value.shape, (3,))
+    np.testing.assert_allclose(outputs["fg_miou"], [1.0, 1.0, 1.0])
+    np.testing.assert_allclose(outputs["tc"], [1.0, 0.0, 1.0])
+    np.testing.assert_array_equal(outputs["tc_has_common"], [True, True, False])
     collection = M.make_eval_metrics(video=True)
     result = collection.single_from_model_output(loss=jnp.float32(1.0), **outputs).compute()
-    self.assertAlmostEqual(float(result["temporal_consistency"]), 1.0)  # 2 of 2 objects
+    # The mean over the two examples with a common object (1 + 0) / 2, not the pooled
+    # share of objects 2 / 3, and the third example does not count.
+    self.assertAlmostEqual(float(result["temporal_consistency"]), 0.5, places=6)
     self.assertAlmostEqual(float(result["fg_ari"]), 1.0)
+    masked = collection.single_from_model_output(
+        loss=jnp.float32(1.0), mask=jnp.array([True, False, True]), **outputs).compute()
+    self.assertAlmostEqual(float(masked["temporal_consistency"]), 1.0, places=6)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""CLEVRER-S/L two-frame examples (manual download of the official release)."""

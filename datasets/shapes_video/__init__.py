@@ -1,0 +1,1 @@
+"""Procedural two-frame shapes videos (no download)."""
