@@ -37,8 +37,6 @@ ENTROPY_CLIP = 1e-20
 # Log of the smallest kernel entry kept in Sinkhorn's scaling-domain iterations.
 KERNEL_LOG_FLOOR = -80.0
 _KERNEL_FLOOR = float(np.exp(KERNEL_LOG_FLOOR))
-# Sinkhorn loops of at most this many iterations are unrolled (faster; longer to compile).
-_UNROLL_MAX = 10
 
 
 # --------------------------------------------------------------------------------------
@@ -151,7 +149,7 @@ def _sinkhorn_forward(logits, log_a, log_b, g0, num_iters):
     return log_v, (log_u, w_row, tot_row, w_col, tot_col)
 
   log_v, (log_us, w_rows, tot_rows, w_cols, tot_cols) = jax.lax.scan(
-      body, log_v, None, length=num_iters - 1, unroll=num_iters <= _UNROLL_MAX)
+      body, log_v, None, length=num_iters - 1)
   log_u = log_us[-1] if num_iters > 1 else jnp.zeros_like(log_a)
   # plan = E u v, with the scalings split so that neither factor overflows (plan <= b).
   shift = jnp.max(log_u, axis=-1, keepdims=True)
@@ -191,8 +189,7 @@ def _sinkhorn_backward(residuals, plan_cot, f_cot, g_cot, num_iters):
 
   init = (g_cot, f_cot, f_cot, g_cot, jnp.zeros_like(f_cot), jnp.zeros_like(g_cot))
   (g_bar, _, f1_bar, g0_bar, la_bar, lb_bar), (alphas, betas) = jax.lax.scan(
-      body, init, (w_rows, tot_rows, w_cols, tot_cols), reverse=True,
-      unroll=num_iters <= _UNROLL_MAX)
+      body, init, (w_rows, tot_rows, w_cols, tot_cols), reverse=True)
   alpha1, rho1, alpha1_tot = col_back(g_bar, w_col1, tot_col1)
   f1_bar = f1_bar - rho1
   g0_bar = g0_bar - alpha1_tot
@@ -348,19 +345,20 @@ def mesh(cost: Array, a: Array, b: Array, noise: Array, *, num_steps: int = 4,
   Returns:
     (C' [..., N, K], potentials `(f, g)` for warm-starting the final Sinkhorn or None).
   """
-  objective = mesh_entropy if objective is None else objective
   c0 = cost + noise_scale * noise.astype(cost.dtype)
   if not differentiate_steps and _is_static(lr) and _is_static(temperature):
     c0, log_a, log_b = _prepare(c0, a, b)
-    plan_shape = jax.ShapeDtypeStruct(c0.shape, c0.dtype)
-    obj, consts = jax.closure_convert(objective, plan_shape)
+    obj, consts = None, ()  # None: mesh_entropy, applied in the [..., K, N] layout
+    if objective is not None and objective is not mesh_entropy:
+      obj, consts = jax.closure_convert(objective, jax.ShapeDtypeStruct(c0.shape, c0.dtype))
     c_kn, f, g = _mesh_kn(jnp.swapaxes(c0, -1, -2), log_a, log_b, tuple(consts),
                           _MeshConfig(obj, num_steps, float(lr), float(temperature),
                                       sinkhorn_iters, reuse_potentials))
     return jnp.swapaxes(c_kn, -1, -2), ((f, g) if reuse_potentials else None)
   return _mesh_autodiff(c0, a, b, num_steps=num_steps, lr=lr, sinkhorn_iters=sinkhorn_iters,
                         temperature=temperature, reuse_potentials=reuse_potentials,
-                        differentiate_steps=differentiate_steps, objective=objective)
+                        differentiate_steps=differentiate_steps,
+                        objective=mesh_entropy if objective is None else objective)
 
 
 def _is_static(x) -> bool:
@@ -398,7 +396,8 @@ def _mesh_autodiff(c0, a, b, *, num_steps, lr, sinkhorn_iters, temperature, reus
 
 class _MeshConfig(NamedTuple):
   """The static settings of `_mesh_kn` (hashable)."""
-  objective: Callable[..., Array]   # (plan [..., N, K], *consts) -> [...]
+  objective: Optional[Callable[..., Array]]  # (plan [..., N, K], *consts) -> [...]; None:
+                                             # mesh_entropy
   num_steps: int
   lr: float
   temperature: float
@@ -410,6 +409,8 @@ def _mesh_steps(c_kn, log_a, log_b, consts, cfg: _MeshConfig):
   """The MESH step loop on [..., K, N] costs; returns C'_T, the last potentials and the
   per-step Sinkhorn residuals."""
   def plan_grad(plan_kn):
+    if cfg.objective is None:  # elementwise and averaged: the layout does not matter
+      return jax.grad(lambda p: jnp.sum(mesh_entropy(p)))(plan_kn)
     value = lambda p: jnp.sum(cfg.objective(jnp.swapaxes(p, -1, -2), *consts))
     return jax.grad(value)(plan_kn)
 
