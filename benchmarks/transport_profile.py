@@ -22,12 +22,12 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from transport_speed import bench_round  # pylint: disable=g-import-not-at-top,wrong-import-position
+from transport_speed import bench_round, make_problem  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 DEFAULT_SHAPES = "64x4096x11,64x105x5"
 
 
-def _module_at(revision):
+def module_at(revision):
   """transport.py at a git revision, imported as a standalone module."""
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   source = subprocess.run(["git", "show", f"{revision}:slot_ot_jax/transport.py"], cwd=root,
@@ -72,7 +72,7 @@ def main():
 
   versions = {"now": transport}
   if args.baseline:
-    versions[args.baseline] = _module_at(args.baseline)
+    versions[args.baseline] = module_at(args.baseline)
   print(f"# jax {jax.__version__}, float32, single-threaded: {args.threads == 1}, median of "
         f"{args.repeats} interleaved; load average at start {os.getloadavg()}")
   cols = list(versions)
@@ -82,11 +82,7 @@ def main():
         + (" | --- |" if len(cols) > 1 else " |"))
   for shape in args.shapes.split(","):
     b, n, k = (int(s) for s in shape.split("x"))
-    kc, ka, kb, kn, kw = jax.random.split(jax.random.PRNGKey(0), 5)
-    arrays = (jnp.abs(jax.random.normal(kc, (b, n, k))) * 3.0,
-              k * jax.nn.softmax(jax.random.normal(ka, (b, n)), axis=-1),
-              k * jax.nn.softmax(jax.random.normal(kb, (b, k)), axis=-1),
-              jax.random.normal(kn, (b, n, k)), jax.random.normal(kw, (b, n, k)))
+    arrays = make_problem(jax, b, n, k)
     fns, mib = {}, {}
     for tag, module in versions.items():
       for name, fn in parts(module, jax, jnp).items():

@@ -71,6 +71,16 @@ def _load_official(path):
   return (module, torch), ""
 
 
+def make_problem(jax, bsz, n, k):
+  """(cost, a, b, noise, w): random costs in [0, ~12], marginals summing to K, noise, weights."""
+  kc, ka, kb, kn, kw = jax.random.split(jax.random.PRNGKey(0), 5)
+  return (abs(jax.random.normal(kc, (bsz, n, k))) * 3.0,
+          k * jax.nn.softmax(jax.random.normal(ka, (bsz, n)), axis=-1),
+          k * jax.nn.softmax(jax.random.normal(kb, (bsz, k)), axis=-1),
+          jax.random.normal(kn, (bsz, n, k)),
+          jax.random.normal(kw, (bsz, n, k)))
+
+
 def bench_round(fns, repeats):
   """Warms every fn up twice, then times them interleaved; returns {name: median ms}."""
   for fn in fns.values():
@@ -123,12 +133,7 @@ def main(argv=None):
   print("| --- | --- | --- | --- | --- | --- | --- | --- |")
   for shape in args.shapes.split(","):
     bsz, n, k = (int(s) for s in shape.split("x"))
-    kc, ka, kb, kn, kw = jax.random.split(jax.random.PRNGKey(0), 5)
-    arrays = (jnp.abs(jax.random.normal(kc, (bsz, n, k))) * 3.0,
-              k * jax.nn.softmax(jax.random.normal(ka, (bsz, n)), axis=-1),
-              k * jax.nn.softmax(jax.random.normal(kb, (bsz, k)), axis=-1),
-              jax.random.normal(kn, (bsz, n, k)),
-              jax.random.normal(kw, (bsz, n, k)))
+    arrays = make_problem(jax, bsz, n, k)
     fns, peaks, checks = {}, {}, {}
     for name in methods:
       plan_fn, grad_fn = ours(name)
