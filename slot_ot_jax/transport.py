@@ -20,7 +20,7 @@ Optimal Transport Costs", ICML 2023 (MESH, eqs. 8-12 and App. A, D).
 from __future__ import annotations
 
 import functools
-from typing import Callable, Optional, Tuple
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +36,7 @@ MIN_MARGINAL = 1e-30
 ENTROPY_CLIP = 1e-20
 # Log of the smallest kernel entry kept in Sinkhorn's scaling-domain iterations.
 KERNEL_LOG_FLOOR = -80.0
+_KERNEL_FLOOR = float(np.exp(KERNEL_LOG_FLOOR))
 
 
 # --------------------------------------------------------------------------------------
@@ -93,46 +94,147 @@ def get_cost_fn(name: str) -> Callable[[Array, Array], Array]:
 # --------------------------------------------------------------------------------------
 # Sinkhorn
 # --------------------------------------------------------------------------------------
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _log_matvec(log_kernel: Array, kernel: Array, log_w: Array, over_slots: bool) -> Array:
-  """log(kernel-weighted sum of exp(log_w)), the scaling-domain half-step of Sinkhorn.
+# Everything below works in the [..., K, N] layout (inputs on the minor axis), with
+# logits = -cost^T / temperature. One Sinkhorn call is:
+#
+#   f1 = log a - logsumexp_k(logits + g0)                 (row step in the log domain)
+#   E  = exp(logits + f1 + g0), entries < exp(-80) set 0  (kernel; rows sum to a)
+#   column step i = 1..L:  log v_i = log b - log(E u_i)   (u_1 = 1)
+#   row step    i = 2..L:  log u_i = log a - log(E^T v_{i-1})
+#   f = f1 + log u_L, g = g0 + log v_L, plan = E u_L v_L
+#
+# The half-steps are matrix-vector products with the kernel, done with shifted scalings
+# w = exp(log u - max log u) <= 1 so that nothing overflows. The backward pass is analytic:
+# the weights of every half-step are E w / total, recomputed from the kernel and the
+# per-iteration vectors kept by the forward pass (no stored matrices besides E), so the
+# backward of L iterations costs 2L - 1 matrix-vector products and one pass that forms the
+# cost gradient as E times a sum of rank-one terms.
 
-  kernel = exp(log_kernel) is [..., K, N]. With `over_slots`, returns
-  log sum_k kernel[k, n] exp(log_w[k]) ([..., N]); otherwise log sum_n kernel[k, n]
-  exp(log_w[n]) ([..., K]). The forward pass is a matrix-vector product on the
-  precomputed kernel (no exponentials of the full matrix); the backward pass forms the
-  normalised weights exp(log_kernel + log_w - result) <= 1 directly, which keeps it
-  finite where the chain rule through separate factors would multiply 0 by inf. The
-  cotangent of `kernel` is returned as zero: it is a cached function of `log_kernel`.
-  """
-  return _log_matvec_fwd(log_kernel, kernel, log_w, over_slots)[0]
+
+def _sum_n(kernel: Array, w: Array) -> Array:
+  """sum_n kernel[k, n] w[n]: [..., K, N] x [..., N] -> [..., K]."""
+  return jnp.einsum("...kn,...n->...k", kernel, w)
 
 
-def _log_matvec_fwd(log_kernel, kernel, log_w, over_slots):
-  shift = jax.lax.stop_gradient(jnp.max(log_w, axis=-1, keepdims=True))
+def _sum_k(kernel: Array, w: Array) -> Array:
+  """sum_k kernel[k, n] w[k]: [..., K, N] x [..., K] -> [..., N]."""
+  return jnp.einsum("...kn,...k->...n", kernel, w)
+
+
+def _half_step(kernel: Array, log_w: Array, log_marginal: Array, over_slots: bool):
+  """log marginal - log(kernel-weighted sum of exp(log_w)), and the (w, total) it used."""
+  shift = jnp.max(log_w, axis=-1, keepdims=True)
   w = jnp.exp(log_w - shift)
-  if over_slots:
-    total = jnp.einsum("...kn,...k->...n", kernel, w)
-  else:
-    total = jnp.einsum("...kn,...n->...k", kernel, w)
-  out = shift + jnp.log(jnp.maximum(total, MIN_MARGINAL))
-  return out, (log_kernel, log_w, out)
+  total = _sum_k(kernel, w) if over_slots else _sum_n(kernel, w)
+  return log_marginal - shift - jnp.log(jnp.maximum(total, MIN_MARGINAL)), w, total
 
 
-def _log_matvec_bwd(over_slots, res, cot):
-  log_kernel, log_w, out = res
-  if over_slots:  # weights[k, n] = kernel[k, n] w[k] / total[n]
-    weights = jnp.exp(log_kernel + log_w[..., :, None] - out[..., None, :])
-    d_log_kernel = weights * cot[..., None, :]
-    d_log_w = jnp.sum(d_log_kernel, axis=-1)
-  else:           # weights[k, n] = kernel[k, n] w[n] / total[k]
-    weights = jnp.exp(log_kernel + log_w[..., None, :] - out[..., :, None])
-    d_log_kernel = weights * cot[..., :, None]
-    d_log_w = jnp.sum(d_log_kernel, axis=-2)
-  return d_log_kernel, jnp.zeros_like(log_kernel), d_log_w
+def _sinkhorn_forward(logits, log_a, log_b, g0, num_iters):
+  """Forward pass in the [..., K, N] layout; returns the plan, potentials and residuals."""
+  z = logits + g0[..., :, None]
+  m = jnp.max(z, axis=-2)                                            # [..., N]
+  x = jnp.exp(z - m[..., None, :])
+  s = jnp.sum(x, axis=-2)
+  f1 = log_a - m - jnp.log(s)
+  kernel = x * jnp.exp(log_a - jnp.log(s))[..., None, :]             # exp(logits + f1 + g0)
+  kernel = jnp.where(kernel > _KERNEL_FLOOR, kernel, 0.0)
+  # First column step, from u = 1.
+  w_col1 = jnp.ones_like(log_a)
+  tot_col1 = jnp.sum(kernel, axis=-1)
+  log_v = log_b - jnp.log(jnp.maximum(tot_col1, MIN_MARGINAL))
+
+  def body(log_v, _):
+    log_u, w_row, tot_row = _half_step(kernel, log_v, log_a, True)
+    log_v, w_col, tot_col = _half_step(kernel, log_u, log_b, False)
+    return log_v, (log_u, w_row, tot_row, w_col, tot_col)
+
+  log_v, (log_us, w_rows, tot_rows, w_cols, tot_cols) = jax.lax.scan(
+      body, log_v, None, length=num_iters - 1)
+  log_u = log_us[-1] if num_iters > 1 else jnp.zeros_like(log_a)
+  # plan = E u v, with the scalings split so that neither factor overflows (plan <= b).
+  shift = jnp.max(log_u, axis=-1, keepdims=True)
+  scale_n = jnp.exp(log_u - shift)
+  scale_k = jnp.exp(jnp.minimum(log_v + shift, 85.0))
+  plan = kernel * scale_n[..., None, :] * scale_k[..., :, None]
+  residuals = (kernel, log_a, scale_n, scale_k, w_col1, tot_col1, w_rows, tot_rows, w_cols,
+               tot_cols)
+  return plan, (f1 + log_u, g0 + log_v), residuals
 
 
-_log_matvec.defvjp(_log_matvec_fwd, _log_matvec_bwd)
+def _sinkhorn_backward(residuals, plan_cot, f_cot, g_cot, num_iters):
+  """Cotangents of (logits, log a, log b, g0) given those of (plan or None, f, g)."""
+  (kernel, log_a, scale_n, scale_k, w_col1, tot_col1, w_rows, tot_rows, w_cols,
+   tot_cols) = residuals
+  if plan_cot is not None:
+    scaled_cot = scale_n[..., None, :] * scale_k[..., :, None] * plan_cot
+    weighted = kernel * scaled_cot                                   # plan * plan_cot
+    f_cot = f_cot + jnp.sum(weighted, axis=-2)
+    g_cot = g_cot + jnp.sum(weighted, axis=-1)
+
+  def col_back(g_bar, w, tot):
+    """Column step log v = log b - log(E w): the kernel-weighted pieces of its backward."""
+    alpha = g_bar / jnp.maximum(tot, MIN_MARGINAL)
+    return alpha, w * _sum_k(kernel, alpha), alpha * tot
+
+  def body(carry, xs):
+    g_bar, phi_bar, f1_bar, g0_bar, la_bar, lb_bar = carry
+    w_row, tot_row, w_col, tot_col = xs
+    alpha, rho, alpha_tot = col_back(g_bar, w_col, tot_col)
+    phi_bar = phi_bar - rho
+    beta = phi_bar / jnp.maximum(tot_row, MIN_MARGINAL)
+    sigma = w_row * _sum_n(kernel, beta)
+    carry = (-sigma, jnp.zeros_like(phi_bar), f1_bar - rho - beta * tot_row,
+             g0_bar - alpha_tot - sigma, la_bar + phi_bar, lb_bar + g_bar)
+    return carry, (alpha, beta)
+
+  init = (g_cot, f_cot, f_cot, g_cot, jnp.zeros_like(f_cot), jnp.zeros_like(g_cot))
+  (g_bar, _, f1_bar, g0_bar, la_bar, lb_bar), (alphas, betas) = jax.lax.scan(
+      body, init, (w_rows, tot_rows, w_cols, tot_cols), reverse=True)
+  alpha1, rho1, alpha1_tot = col_back(g_bar, w_col1, tot_col1)
+  f1_bar = f1_bar - rho1
+  g0_bar = g0_bar - alpha1_tot
+  lb_bar = lb_bar + g_bar
+  # First row step f1 = log a - logsumexp_k(logits + g0): weights E / a.
+  f1_over_a = f1_bar * jnp.exp(-log_a)
+  g0_bar = g0_bar - _sum_n(kernel, f1_over_a)
+  la_bar = la_bar + f1_bar
+  # d logits = plan * plan_cot - E * (sum of the rank-one terms of every half-step).
+  terms = alpha1[..., :, None] * w_col1[..., None, :] + f1_over_a[..., None, :]
+  if num_iters > 1:
+    terms = terms + jnp.einsum("i...k,i...n->...kn", alphas, w_cols) + jnp.einsum(
+        "i...k,i...n->...kn", w_rows, betas)
+  if plan_cot is not None:
+    terms = terms - scaled_cot
+  return -kernel * terms, la_bar, lb_bar, g0_bar
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _sinkhorn_kn(logits, log_a, log_b, g0, num_iters):
+  """Sinkhorn on [..., K, N] logits: (plan [..., K, N], f, g); see the comment above."""
+  plan, pots, _ = _sinkhorn_forward(logits, log_a, log_b, g0, num_iters)
+  return plan, pots
+
+
+def _sinkhorn_kn_fwd(logits, log_a, log_b, g0, num_iters):
+  plan, pots, residuals = _sinkhorn_forward(logits, log_a, log_b, g0, num_iters)
+  return (plan, pots), residuals
+
+
+def _sinkhorn_kn_bwd(num_iters, residuals, cots):
+  plan_cot, (f_cot, g_cot) = cots
+  return _sinkhorn_backward(residuals, plan_cot, f_cot, g_cot, num_iters)
+
+
+_sinkhorn_kn.defvjp(_sinkhorn_kn_fwd, _sinkhorn_kn_bwd)
+
+
+def _prepare(cost, a, b):
+  """Broadcasts the batch dims: cost [..., N, K] and the clipped log marginals."""
+  lead = jnp.broadcast_shapes(cost.shape[:-2], a.shape[:-1], b.shape[:-1])
+  cost = jnp.broadcast_to(cost, lead + cost.shape[-2:])
+  a = jnp.maximum(jnp.broadcast_to(a, lead + a.shape[-1:]), MIN_MARGINAL)
+  b = jnp.maximum(jnp.broadcast_to(b, lead + b.shape[-1:]), MIN_MARGINAL)
+  return cost, jnp.log(a), jnp.log(b)
 
 
 def sinkhorn(cost: Array, a: Array, b: Array, *, num_iters: int,
@@ -147,11 +249,13 @@ def sinkhorn(cost: Array, a: Array, b: Array, *, num_iters: int,
   Implementation: the first row rescaling runs in the log domain from the (warm-start)
   potentials, which bounds every entry of the kernel E = exp(-C/temperature + f + g) by the
   row mass; the kernel is exponentiated once and the remaining half-steps rescale it in the
-  scaling domain (two matrix-vector products per iteration, no exponentials), with the
-  scalings folded back into log-domain potentials at the end. This is the same algorithm as
-  the all-log-domain loop, with the same outputs up to float round-off (about 1e-8 on
-  plans of mass ~1), and about three times faster forward and backward on CPU. Sums that
-  underflow are clipped at 1e-30 so that no division by zero can occur.
+  scaling domain (two matrix-vector products per iteration, no exponentials of the full
+  matrix), with the scalings folded back into log-domain potentials at the end. Kernel
+  entries below exp(-80) are dropped. The backward pass is analytic (a custom VJP): it
+  recomputes every half-step's weights from the kernel and the per-iteration scaling
+  vectors instead of storing matrices. This is the same algorithm as the all-log-domain
+  loop, with the same outputs and gradients up to float round-off (about 1e-7 relative).
+  Sums that underflow are clipped at 1e-30 so that no division by zero can occur.
 
   Args:
     cost: [..., N, K] cost matrix (finite).
@@ -160,46 +264,19 @@ def sinkhorn(cost: Array, a: Array, b: Array, *, num_iters: int,
     num_iters: number of full (row + column) iterations (>= 1), in a `lax.scan`.
     temperature: entropic regularisation (epsilon). Never inferred from the data. A traced
       scalar is fine (e.g. under vmap).
-    init: optional warm start `(f, g)` ([..., N], [..., K]) from an earlier call.
+    init: optional warm start `(f, g)` ([..., N], [..., K]) from an earlier call; only `g`
+      is used (the first row step recomputes `f`), as in the MESH reference.
 
   Returns:
     plan [..., N, K] and the log-domain potentials `(f, g)` to warm-start a later call.
   """
   if num_iters < 1:
     raise ValueError(f"num_iters must be >= 1, got {num_iters}")
-  # Broadcast the batch dimensions up front: the custom backward pass of `_log_matvec`
-  # returns cotangents of the broadcast shape.
-  lead = jnp.broadcast_shapes(cost.shape[:-2], a.shape[:-1], b.shape[:-1])
-  cost = jnp.broadcast_to(cost, lead + cost.shape[-2:])
-  a = jnp.maximum(jnp.broadcast_to(a, lead + a.shape[-1:]), MIN_MARGINAL)
-  b = jnp.maximum(jnp.broadcast_to(b, lead + b.shape[-1:]), MIN_MARGINAL)
+  cost, log_a, log_b = _prepare(cost, a, b)
   logits = -jnp.swapaxes(cost, -1, -2) / temperature  # [..., K, N]: inputs on the minor axis
-  g = jnp.zeros_like(b) if init is None else init[1]
-  # Row step in the log domain: f = log a - logsumexp_k(logits + g).
-  f = jnp.log(a) - jax.nn.logsumexp(logits + g[..., :, None], axis=-2)
-  log_kernel = logits + f[..., None, :] + g[..., :, None]  # [..., K, N], rows sum to a
-  # Entries below exp(-80) (~1e-35, under float32 resolution of any row of mass >= 1e-30)
-  # are dropped from the scaling iterations (the final plan keeps them).
-  log_kernel = jnp.where(log_kernel > KERNEL_LOG_FLOOR, log_kernel, -1e30)
-  kernel = jnp.exp(log_kernel)
-  log_a, log_b = jnp.log(a), jnp.log(b)
-
-  def body(log_v, _):
-    log_u = log_a - _log_matvec(log_kernel, kernel, log_v, True)
-    return log_b - _log_matvec(log_kernel, kernel, log_u, False), None
-
-  # After the log-domain row step the row scaling is 1; then one column step.
-  log_u = jnp.zeros_like(a)
-  log_v = log_b - _log_matvec(log_kernel, kernel, log_u, False)
-  if num_iters > 1:
-    log_v, _ = jax.lax.scan(body, log_v, None, length=num_iters - 2)
-    log_u = log_a - _log_matvec(log_kernel, kernel, log_v, True)
-    log_v = log_b - _log_matvec(log_kernel, kernel, log_u, False)
-  f, g = f + log_u, g + log_v
-  # The plan is exponentiated from the potentials rather than formed as kernel * u * v:
-  # an entry whose kernel underflowed to 0 must stay 0 even where u * v would overflow.
-  plan = jnp.exp(logits + f[..., None, :] + g[..., :, None])
-  return jnp.swapaxes(plan, -1, -2), (f, g)
+  g0 = jnp.zeros_like(log_b) if init is None else jnp.broadcast_to(init[1], log_b.shape)
+  plan, pots = _sinkhorn_kn(logits, log_a, log_b, g0, num_iters)
+  return jnp.swapaxes(plan, -1, -2), pots
 
 
 def entropy(plan: Array) -> Array:
@@ -268,10 +345,34 @@ def mesh(cost: Array, a: Array, b: Array, noise: Array, *, num_steps: int = 4,
   Returns:
     (C' [..., N, K], potentials `(f, g)` for warm-starting the final Sinkhorn or None).
   """
-  objective = mesh_entropy if objective is None else objective
   c0 = cost + noise_scale * noise.astype(cost.dtype)
-  f0 = jnp.zeros_like(a)
-  g0 = jnp.zeros_like(b)
+  if not differentiate_steps and _is_static(lr) and _is_static(temperature):
+    c0, log_a, log_b = _prepare(c0, a, b)
+    obj, consts = None, ()  # None: mesh_entropy, applied in the [..., K, N] layout
+    if objective is not None and objective is not mesh_entropy:
+      obj, consts = jax.closure_convert(objective, jax.ShapeDtypeStruct(c0.shape, c0.dtype))
+    c_kn, f, g = _mesh_kn(jnp.swapaxes(c0, -1, -2), log_a, log_b, tuple(consts),
+                          _MeshConfig(obj, num_steps, float(lr), float(temperature),
+                                      sinkhorn_iters, reuse_potentials))
+    return jnp.swapaxes(c_kn, -1, -2), ((f, g) if reuse_potentials else None)
+  return _mesh_autodiff(c0, a, b, num_steps=num_steps, lr=lr, sinkhorn_iters=sinkhorn_iters,
+                        temperature=temperature, reuse_potentials=reuse_potentials,
+                        differentiate_steps=differentiate_steps,
+                        objective=mesh_entropy if objective is None else objective)
+
+
+def _is_static(x) -> bool:
+  """A Python number or a concrete array (not traced by jit, vmap or grad)."""
+  return not isinstance(x, jax.core.Tracer)
+
+
+def _mesh_autodiff(c0, a, b, *, num_steps, lr, sinkhorn_iters, temperature, reuse_potentials,
+                   differentiate_steps, objective):
+  """The MESH step loop differentiated by JAX (needed for `differentiate_steps` and a traced
+  `lr` or temperature); same forward computation as `_mesh_kn`."""
+  lead = jnp.broadcast_shapes(c0.shape[:-2], a.shape[:-1], b.shape[:-1])
+  f0 = jnp.zeros(lead + a.shape[-1:], c0.dtype)
+  g0 = jnp.zeros(lead + b.shape[-1:], c0.dtype)
 
   def inner(c, f, g):
     init = (f, g) if reuse_potentials else None
@@ -291,6 +392,84 @@ def mesh(cost: Array, a: Array, b: Array, noise: Array, *, num_steps: int = 4,
 
   (c, f, g), _ = jax.lax.scan(step, (c0, f0, g0), None, length=num_steps)
   return c, ((f, g) if reuse_potentials else None)
+
+
+class _MeshConfig(NamedTuple):
+  """The static settings of `_mesh_kn` (hashable)."""
+  objective: Optional[Callable[..., Array]]  # (plan [..., N, K], *consts) -> [...]; None:
+                                             # mesh_entropy
+  num_steps: int
+  lr: float
+  temperature: float
+  sinkhorn_iters: int
+  reuse_potentials: bool
+
+
+def _mesh_steps(c_kn, log_a, log_b, consts, cfg: _MeshConfig):
+  """The MESH step loop on [..., K, N] costs; returns C'_T, the last potentials and the
+  per-step Sinkhorn residuals."""
+  def plan_grad(plan_kn):
+    if cfg.objective is None:  # elementwise and averaged: the layout does not matter
+      return jax.grad(lambda p: jnp.sum(mesh_entropy(p)))(plan_kn)
+    value = lambda p: jnp.sum(cfg.objective(jnp.swapaxes(p, -1, -2), *consts))
+    return jax.grad(value)(plan_kn)
+
+  zeros_n, zeros_k = jnp.zeros_like(log_a), jnp.zeros_like(log_b)
+
+  def step(carry, _):
+    c, g = carry
+    g0 = g if cfg.reuse_potentials else zeros_k
+    plan, (f, g), res = _sinkhorn_forward(-c / cfg.temperature, log_a, log_b, g0,
+                                          cfg.sinkhorn_iters)
+    d_logits = _sinkhorn_backward(res, plan_grad(plan), zeros_n, zeros_k,
+                                  cfg.sinkhorn_iters)[0]
+    # d objective / d cost = -d_logits / temperature; the step is its normalised negative.
+    update = _normalise(-d_logits / cfg.temperature + 1e-20)
+    return (c - cfg.lr * update, g), (f, res if cfg.reuse_potentials else None)
+
+  (c, g), (fs, residuals) = jax.lax.scan(step, (c_kn, zeros_k), None, length=cfg.num_steps)
+  return c, fs[-1], g, residuals
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _mesh_kn(c_kn, log_a, log_b, consts, cfg: _MeshConfig):
+  """MESH with the reference gradient path, as one custom VJP: (C'_T [..., K, N], f, g).
+
+  The normalised steps are constants, so d C'_T / d C'_0 is the identity; the backward
+  pass runs the analytic Sinkhorn backward of each step (kernel kept by the forward pass)
+  for the cotangents of the warm-start potentials, last step first, and sums the cost
+  cotangents of all steps (every C'_t is C'_0 plus constants).
+  """
+  c, f, g, _ = _mesh_steps(c_kn, log_a, log_b, consts, cfg)
+  return c, f, g
+
+
+def _mesh_kn_fwd(c_kn, log_a, log_b, consts, cfg):
+  c, f, g, residuals = _mesh_steps(c_kn, log_a, log_b, consts, cfg)
+  return (c, f, g), (residuals, log_a, log_b, consts)
+
+
+def _mesh_kn_bwd(cfg, saved, cots):
+  residuals, log_a, log_b, consts = saved
+  c_cot, f_cot, g_cot = cots
+  zero_consts = jax.tree.map(jnp.zeros_like, consts)
+  if not cfg.reuse_potentials:
+    return c_cot, jnp.zeros_like(log_a), jnp.zeros_like(log_b), zero_consts
+
+  def back(carry, res):
+    f_bar, g_bar, c_bar, la_bar, lb_bar = carry
+    d_logits, la, lb, g0_bar = _sinkhorn_backward(res, None, f_bar, g_bar,
+                                                  cfg.sinkhorn_iters)
+    carry = (jnp.zeros_like(f_bar), g0_bar, c_bar - d_logits / cfg.temperature,
+             la_bar + la, lb_bar + lb)
+    return carry, None
+
+  init = (f_cot, g_cot, c_cot, jnp.zeros_like(log_a), jnp.zeros_like(log_b))
+  (_, _, c_bar, la_bar, lb_bar), _ = jax.lax.scan(back, init, residuals, reverse=True)
+  return c_bar, la_bar, lb_bar, zero_consts
+
+
+_mesh_kn.defvjp(_mesh_kn_fwd, _mesh_kn_bwd)
 
 
 def mesh_sinkhorn(cost: Array, a: Array, b: Array, noise: Array, *, sinkhorn_iters: int = 5,
