@@ -40,8 +40,8 @@ def run_args(norm, seed, a, workdir=None):
               [f"--config.data.data_dir={a.data_dir}"] if a.data_dir else [])
 
 
-def _worker(norm, seeds, a):
-  """The runs of one normalisation, seed after seed, in this process: `main.py`'s training,
+def _worker(runs, a):
+  """The runs [(norm, seed)], one after the other, in this process: `main.py`'s training,
   then its `--config.mode=eval` sweep (the same two calls). The seeds share the start-up
   and, through JAX's persistent compilation cache, the compilations. Wall times of each part
   go to <run>/process_wall_s.json."""
@@ -53,7 +53,7 @@ def _worker(norm, seeds, a):
   jax.config.update("jax_compilation_cache_dir", os.path.join(a.workdir, "jax_cache"))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-  for seed in seeds:
+  for norm, seed in runs:
     wd = os.path.join(a.workdir, f"{norm}_{seed}")
     walls = {}
     for mode in ("train", "eval"):
@@ -122,7 +122,10 @@ def _stats(values):
 
 
 def _pm(values, scale=100.0, digits=1):
+  """"mean ± std" over the seeds; the value alone for a single seed."""
   mean, std = _stats(values)
+  if len([v for v in values if v is not None]) == 1:
+    return f"{scale * mean:.{digits}f}"
   return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
 
 
@@ -149,7 +152,7 @@ def write_report(runs, norms, seeds, a):
   cardinality.plot_sweeps(by_norm, stem + ".png", train_max_objects=TRAIN_MAX_OBJECTS,
                           eval_slots=TRAIN_SLOTS, metric_names=("fg_ari", "ari"),
                           title=f"shapes 16x16: trained with <= {TRAIN_MAX_OBJECTS} objects, "
-                                f"{TRAIN_SLOTS} slots ({len(seeds)} seeds: mean, min-max)")
+                                f"{TRAIN_SLOTS} slots (seeds: mean line, min-max band)")
   cardinality.plot_sweeps(by_norm, stem + "_loss.png", train_max_objects=TRAIN_MAX_OBJECTS,
                           eval_slots=TRAIN_SLOTS, metric_names=("fg_miou", "loss"),
                           title="FG-mIoU and reconstruction loss (same runs)")
@@ -172,10 +175,11 @@ def write_report(runs, norms, seeds, a):
       "channels, full-resolution broadcast decoder, slot size 32, slot MLP 64; Adam 4e-4, "
       "warm-up 10%, learning rate halved once over the run, clipping 0.1. Evaluation (003's "
       f"protocol): 5 iterations, shapes/16x16_6 test split ({first['num_scenes']} scenes of "
-      f"1-6 sprites of the same sizes), slot counts {', '.join(map(str, ks))}. Seeds: "
-      f"{', '.join(map(str, seeds))}; no run is left out (003 drops runs that split scenes "
+      f"1-6 sprites of the same sizes), slot counts {', '.join(map(str, ks))}. Seeds run: "
+      + "; ".join(f"{LABELS[n]} {', '.join(map(str, seeds_of[n]))}" for n in norms)
+      + "; no finished run is left out (003 drops runs that split scenes "
       "spatially; we keep them all). Values are mean ± standard deviation over the seeds, "
-      "in %." + (" Not run (no sweep in the workdir): " + ", ".join(
+      "in %; a single seed is shown alone." + (" Not run (no sweep in the workdir): " + ", ".join(
           f"{LABELS[n]} seed {s}" for n, s in missing) + "." if missing else ""), "",
       f"## FG-ARI against the slot count (trained with {TRAIN_SLOTS})", "",
       f"Scenes with <= {TRAIN_MAX_OBJECTS} objects (the training range, as 003's CLEVR6):", "",
@@ -256,14 +260,16 @@ def main():
   p.add_argument("--workdir", default="workdirs/cardinality_shapes")
   p.add_argument("--out", default="benchmarks/results")
   p.add_argument("--jobs", type=int, default=2, help="processes at a time (one thread each)")
-  p.add_argument("--stage", default="all", choices=("train", "all"),
-                 help="train: training runs only; all: also the sweeps and the report")
+  p.add_argument("--stage", default="all", choices=("train", "all", "report"),
+                 help="train: training runs only; all: also the sweeps and the report; "
+                      "report: only the report, of the runs whose sweep is done")
   p.add_argument("--worker", default="", help=argparse.SUPPRESS)  # A norm: its runs.
   a = p.parse_args()
   seeds = [int(s) for s in a.seeds.split(",")]
   norms = a.norms.split(",")
-  if a.worker:
-    _worker(a.worker, seeds, a)
+  if a.worker:  # "norm" (its --seeds) or "norm:seed,norm:seed,...".
+    _worker([(r.split(":")[0], int(r.split(":")[1])) for r in a.worker.split(",")]
+            if ":" in a.worker else [(a.worker, seed) for seed in seeds], a)
     return
   env = dict(os.environ)
   if a.jobs > 1:  # One core per process.
@@ -272,8 +278,9 @@ def main():
     env.update(OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
   env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
   runs = [(norm, seed) for norm in norms for seed in seeds]
-  _run_all(norms, seeds, a, env)
-  if a.stage == "all":
+  if a.stage != "report":
+    _run_all(norms, seeds, a, env)
+  if a.stage != "train":
     write_report(runs, norms, seeds, a)
 
 
