@@ -6,7 +6,7 @@
   exactly, and the markdown / figure writers produce their files.
 * End to end: from a checkpoint of configs/cardinality_shapes.py (runlocal, shapes/tiny in a
   temporary data dir), `--config.mode=eval` through `train.train_and_evaluate` (what
-  main.py calls) writes cardinality/sweep.{json,md,png}, a TensorBoard image, and an
+  main.py calls) writes cardinality/sweep.{json,md,png}, TensorBoard events and an
   eval_metrics.json without the per-cell fields.
 * The CLEVR (6, 7) / (6, 11) configs of every normalisation follow 003's protocol, and bad
   arguments list the valid values.
@@ -125,7 +125,6 @@ class EndToEndTest(absltest.TestCase):
       config.data.data_dir = os.path.join(tmp, "data")
       config.images.num_examples = 0
       config.eval_batch_size = 16  # shapes/tiny's 16 test scenes in one batch.
-      config.evaluation.sweep_slot_counts = "2,4"  # 4 = the main evaluation's count.
     # A checkpoint of the initial state stands for a trained one (no train step compiled).
     task = tasks.get_task(config)
     state = train.Trainer(config, task, jax.devices()).create_state()
@@ -136,7 +135,7 @@ class EndToEndTest(absltest.TestCase):
     self.assertFalse([k for k in result["eval"] if k.startswith("sweep_")])
     self.assertIn("fg_ari", result["eval"])
     table = json.load(open(os.path.join(workdir, "cardinality", "sweep.json")))
-    self.assertEqual(table["slot_counts"], [2, 4])
+    self.assertEqual(table["slot_counts"], [3, 5])
     self.assertEqual((table["num_iters"], table["num_iters_eval"]), (3, 5))
     self.assertEqual(table["update_norm"], "weighted_sum")
     self.assertEqual(table["num_scenes"], 16)
