@@ -18,10 +18,12 @@ Evaluation only, from the workdir's latest checkpoint, on the test split:
   python main.py --config=configs/multi_dsprites.py:attention=mesh --workdir=WORKDIR \
       --config.mode=eval [--config.evaluation.num_slots=8] \
       [--config.evaluation.per_object_count=True] [--config.evaluation.slot_counts=6,8,10] \
-      [--config.model.slot_attention.num_iters_eval=5]
+      [--config.model.slot_attention.num_iters_eval=5] \
+      [--config.evaluation.sweep_slot_counts=7,9,11,13]
 
 writes WORKDIR/eval_metrics.json (FG-ARI, FG-mIoU, optional per-object-count and per-slot-count
-breakdowns) and the image grid under WORKDIR/images/.
+breakdowns) and the image grid under WORKDIR/images/; with sweep_slot_counts, the cardinality
+sweep of 003 (slot_ot_jax/cardinality.py) writes WORKDIR/cardinality/sweep.{json,md} and figures.
 
 Settings (hyper-parameters: SA supplement Table 10, MESH App. F.3): batch 64, Adam 4e-4,
 linear warm-up 10k, decay 0.5 per 100k, global-norm clipping 0.1 (MESH reference), 3 iterations.
@@ -31,8 +33,14 @@ linear warm-up 10k, decay 0.5 per 100k, global-norm clipping 0.1 (MESH reference
   tetrominoes     tetrominoes (35)                         32      64/128     4    500k
   clevr6          clevr6 crop -> 128, 8x8 broadcast        64      64/128     7    500k
   clevr10         as clevr6, evaluated on clevr10, 11 slots 64      64/128     7    500k
+  clevr10_krimmel as clevr10 with 003's protocol (below)     64      64/128     7    500k
   clevrtex        clevrtex/full crop -> 64                 64     128/256    11    530 ep = 331,250
   shapes          shapes/32x32 (offline), <= 3 objects     32      64/128     4    20k
+
+clevr10 follows the SA paper §4.1 (3 iterations, 320 CLEVR10 test scenes); clevr10_krimmel
+follows 003 (Krimmel et al.) §5.1: 3 iterations in training, 5 in evaluation, 1,280 scenes
+(multi_object_datasets/clevr10_krimmel), and in mode=eval the sweep over 7..13 slots x object
+counts (configs/clevr_cardinality.py selects the normalisation and the training slot count).
 
 Runtime: SA paper App.: 7.5 h (Tetrominoes), 24 h (Multi-dSprites), 5.5 days (CLEVR6) for 500k
 steps of SA on one V100; SA-MESH costs more per step (4 MESH steps of 5 Sinkhorn iterations).
@@ -62,6 +70,12 @@ SETTINGS = {
                     max_objects=6, slot_size=64, mlp_size=128, steps=500_000, flip=True,
                     eval_dataset=_MDS + "clevr10", eval_slots=11,
                     slot_counts="7,8,9,10,11,12,13"),
+    # 003 (Krimmel et al.) §5.1 protocol: CLEVR6 training with flips, 3 iterations in
+    # training and 5 in evaluation, 1,280 CLEVR10 test scenes, the slot x object sweep.
+    "clevr10_krimmel": dict(dataset=_MDS + "clevr6", architecture="clevr", resolution=128,
+                            max_objects=6, slot_size=64, mlp_size=128, steps=500_000,
+                            flip=True, eval_dataset=_MDS + "clevr10_krimmel", eval_slots=11,
+                            num_iters_eval=5, sweep_slot_counts="7,8,9,10,11,12,13"),
     "clevrtex": dict(dataset="clevrtex/full", architecture="clevrtex", resolution=64,
                      max_objects=10, slot_size=128, mlp_size=256, epochs=530,
                      train_size=40_000),
@@ -121,11 +135,14 @@ def build(setting: str, arg: str | None = None, **arg_defaults) -> ml_collection
   # layers outside the OT core: "float32" or "bfloat16" (for GPU/TPU; parameters, the OT
   # core and the loss stay float32).
   config.model.compute_dtype = "float32"
+  config.model.kernel_size = 0                  # Hidden conv kernels; 0 = the paper's (5).
   num_slots = s["max_objects"] + 1
   config.model.slot_attention = common.slot_attention_kwargs(
       num_slots=num_slots, slot_size=s["slot_size"], mlp_size=s["mlp_size"], num_iters=3,
       attention=arg.attention, update_norm=arg.update_norm,
       compute_dtype=config.model.get_ref("compute_dtype"))
+  if "num_iters_eval" in s:
+    config.model.slot_attention.num_iters_eval = s["num_iters_eval"]
 
   config.evaluation = ml_collections.ConfigDict()
   config.evaluation.dataset = s.get("eval_dataset", "")  # "" = data.name.
@@ -135,6 +152,9 @@ def build(setting: str, arg: str | None = None, **arg_defaults) -> ml_collection
   config.evaluation.per_object_count = "eval_dataset" in s
   config.evaluation.slot_counts = s.get("slot_counts", "")  # e.g. "7,9,11".
   config.evaluation.count_unmatched_predictions = False     # True: ClevrTex evaluator mIoU.
+  # mode="eval" only: slot counts x object counts sweep (003; slot_ot_jax/cardinality.py),
+  # e.g. "7,9,11,13": FG-ARI, ARI, FG-mIoU and loss per cell, table, JSON and figures.
+  config.evaluation.sweep_slot_counts = s.get("sweep_slot_counts", "")
 
   config.images = ml_collections.ConfigDict()
   config.images.num_examples = 4             # Rows of the image grid; 0 = none.
@@ -166,6 +186,7 @@ def build(setting: str, arg: str | None = None, **arg_defaults) -> ml_collection
     if config.evaluation.num_slots is not None:
       config.evaluation.num_slots = 5
     config.evaluation.slot_counts = "3,5" if config.evaluation.slot_counts else ""
+    config.evaluation.sweep_slot_counts = "3,5" if config.evaluation.sweep_slot_counts else ""
     config.model.width = 16
     sa = config.model.slot_attention
     sa.num_slots, sa.slot_size, sa.mlp_size = 4, 32, 64

@@ -64,6 +64,8 @@ PRESETS: dict[str, Preset] = {
     "shapes/32x32": Preset(None, None, "validation", 3),
     "shapes/64x64": Preset(None, None, "validation", 4),
     "shapes/tiny": Preset(None, None, "validation", 3),
+    "shapes/16x16": Preset(None, None, "validation", 3),
+    "shapes/16x16_6": Preset(None, None, "validation", 6),
     "multi_object_datasets/multi_dsprites_colored_on_grayscale": Preset(
         None, None, "validation", 5),
     "multi_object_datasets/multi_dsprites_colored_on_colored": Preset(
@@ -72,6 +74,8 @@ PRESETS: dict[str, Preset] = {
     "multi_object_datasets/tetrominoes": Preset(None, None, "test", 3),
     "multi_object_datasets/clevr6": Preset(_CLEVR_CROP, 128, "test", 6),
     "multi_object_datasets/clevr10": Preset(_CLEVR_CROP, 128, "test", 10),
+    "multi_object_datasets/clevr6_krimmel": Preset(_CLEVR_CROP, 128, "test", 6),
+    "multi_object_datasets/clevr10_krimmel": Preset(_CLEVR_CROP, 128, "test", 10),
     "multi_object_datasets/objects_room": Preset(None, None, "validation", 6),
     "clevrtex/full": Preset(_CLEVRTEX_CROP, 128, "validation", 10),
     "clevrtex/camo": Preset(_CLEVRTEX_CROP, 128, "validation", 10),

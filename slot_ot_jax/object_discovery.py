@@ -14,6 +14,11 @@ training is allowed with the default shared-Gaussian slot init) and the slot att
 `num_iters_eval` iterations. Optional extras:
   per_object_count  fg_ari_objects{n}, fg_miou_objects{n} for n = 1..max objects
   slot_counts       "7,9,11": fg_ari_slots{k}, fg_miou_slots{k} for each k (003 Fig. 1)
+  sweep_slot_counts "7,9,11,13", `config.mode="eval"` only: the cardinality sweep of
+                    `slot_ot_jax/cardinality.py` (FG-ARI, ARI, FG-mIoU, loss for every slot
+                    count x object count present), written by `write_eval_artifacts` to
+                    <workdir>/cardinality/sweep.{json,md,png} and TensorBoard; its raw
+                    per-cell metrics are dropped from eval_metrics.json
 Image summaries at every evaluation (first eval batch): one grid, a row per example with the
 input, the reconstruction, the hard segmentation, the per-slot alpha masks and the attention
 maps of the last slot-attention iteration (the trainer writes it to TensorBoard and as PNG).
@@ -23,6 +28,7 @@ maps of the last slot-attention iteration (the trainer writes it to TensorBoard 
 """
 # No `from __future__ import annotations`: clu reads the Collection field annotations.
 import functools
+import os
 from typing import Iterator, Mapping
 
 import flax
@@ -32,6 +38,7 @@ import ml_collections
 import numpy as np
 from clu import metrics as clu_metrics
 
+from slot_ot_jax import cardinality
 from slot_ot_jax import metrics
 from slot_ot_jax import models
 from slot_ot_jax import tasks
@@ -63,10 +70,11 @@ def build_autoencoder(config: ml_collections.ConfigDict) -> models.ObjectDiscove
   """The papers' autoencoder for `config.model` (see configs/object_discovery.py).
 
   model.architecture picks the encoder/decoder pair of `models.object_discovery_modules`;
-  model.width (0 = the paper's) replaces every conv width; for "clevr" the broadcast grid is
-  resolution / 16 (8x8 at 128x128), otherwise the decoder runs at full resolution.
-  model.compute_dtype ("float32" or "bfloat16") is the computation dtype of the encoder and
-  the decoder (the slot attention's follows it through a field reference).
+  model.width (0 = the paper's) replaces every conv width, model.kernel_size (0 = the
+  paper's) every hidden conv kernel (the decoder's output layer keeps its own); for "clevr"
+  the broadcast grid is resolution / 16 (8x8 at 128x128), otherwise the decoder runs at full
+  resolution. model.compute_dtype ("float32" or "bfloat16") is the computation dtype of the
+  encoder and the decoder (the slot attention's follows it through a field reference).
   """
   from slot_ot_jax.attention import COMPUTE_DTYPES, SlotAttention  # pylint: disable=g-import-not-at-top
   m = config.model
@@ -82,6 +90,9 @@ def build_autoencoder(config: ml_collections.ConfigDict) -> models.ObjectDiscove
     w = int(m.width)
     encoder = encoder.clone(channels=(w,) * len(encoder.channels), mlp_size=w, out_size=w)
     decoder = decoder.clone(channels=(w,) * len(decoder.channels))
+  if m.get("kernel_size"):  # E.g. 3 for CPU-sized studies (configs/cardinality_shapes.py).
+    encoder = encoder.clone(kernel_size=int(m.kernel_size))
+    decoder = decoder.clone(kernel_size=int(m.kernel_size))
   dtype = m.get("compute_dtype", "float32")
   if dtype not in COMPUTE_DTYPES:
     raise ValueError(f"Unknown model.compute_dtype {dtype!r}; valid values: "
@@ -104,6 +115,8 @@ class ObjectDiscoveryTask(tasks.Task):
     self.num_slots = int(config.model.slot_attention.num_slots)
     self.eval_num_slots = int(ev.num_slots or self.num_slots)
     self.slot_counts = _int_list(ev.slot_counts)
+    self.sweep_slot_counts = (_int_list(ev.get("sweep_slot_counts", ""))
+                              if config.get("mode", "train") == "eval" else ())
     self.eval_metrics = self._make_eval_metrics()
 
   # ---------------------------------------------------------------- data
@@ -186,21 +199,33 @@ class ObjectDiscoveryTask(tasks.Task):
       fields[f"fg_ari_slots{k}"] = clu_metrics.Average.from_output(f"fg_ari_slots{k}")
       fields[f"fg_miou_slots{k}"] = metrics.average_where(f"fg_miou_slots{k}",
                                                           f"has_foreground_slots{k}")
+    if self.sweep_slot_counts:
+      fields.update(cardinality.metric_fields(self.sweep_slot_counts, self.object_counts))
     return clu_metrics.Collection.create(**fields)
 
-  def _segment(self, model, variables, batch, rngs, num_slots):
+  @property
+  def object_counts(self) -> range:
+    """Object counts a scene of the evaluation set can hold (bins of the sweep)."""
+    return range(1, self.num_true)
+
+  def _segment(self, model, variables, batch, rngs, num_slots, with_ids=False):
     outputs, _ = tasks.apply_model(model, variables, batch["image"], rngs=rngs, train=False,
                                    num_slots=num_slots)
+    pred_ids = metrics.masks_to_ids(outputs["masks"])
     scores = metrics.segmentation_metric_outputs(
-        batch["segmentation"], metrics.masks_to_ids(outputs["masks"]),
-        num_true=self.num_true, num_pred=num_slots,
+        batch["segmentation"], pred_ids, num_true=self.num_true, num_pred=num_slots,
         count_unmatched_predictions=self.config.evaluation.count_unmatched_predictions)
+    if with_ids:
+      return outputs, scores, pred_ids
     return outputs, scores
+
+  @staticmethod
+  def _mse(outputs, batch):
+    return jnp.mean(jnp.square(outputs["reconstruction"] - batch["image"]), axis=(1, 2, 3))
 
   def eval_outputs(self, model, variables, batch, rngs):
     outputs, scores = self._segment(model, variables, batch, rngs, self.eval_num_slots)
-    err = jnp.square(outputs["reconstruction"] - batch["image"])
-    result = {"loss": jnp.mean(err, axis=(1, 2, 3)), "mask": batch["mask"], **scores}
+    result = {"loss": self._mse(outputs, batch), "mask": batch["mask"], **scores}
     if self.config.evaluation.per_object_count:
       for n in range(1, self.num_true):
         result[f"objects{n}"] = batch["num_objects"] == n
@@ -210,7 +235,35 @@ class ObjectDiscoveryTask(tasks.Task):
       result[f"fg_ari_slots{k}"] = more["fg_ari"]
       result[f"fg_miou_slots{k}"] = more["fg_miou"]
       result[f"has_foreground_slots{k}"] = more["has_foreground"]
+    if self.sweep_slot_counts:
+      result.update(cardinality.object_count_outputs(
+          batch["num_objects"], scores["has_foreground"], self.object_counts))
+    for k in self.sweep_slot_counts:
+      out_k, scores_k, ids_k = self._segment(model, variables, batch, rngs, k, with_ids=True)
+      result.update(cardinality.cell_outputs(k, batch["segmentation"], ids_k, scores_k,
+                                             self._mse(out_k, batch), num_true=self.num_true))
     return result
+
+  def write_eval_artifacts(self, eval_results, *, step, workdir, writer):
+    """The cardinality sweep's table, JSON and figure (process 0 writes the files)."""
+    if not self.sweep_slot_counts:
+      return dict(eval_results)
+    data = self.eval_data_config
+    from slot_ot_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+    sa = self.config.model.slot_attention
+    table = cardinality.collect(
+        eval_results, self.sweep_slot_counts, self.object_counts, step=int(step),
+        dataset=data.name, split=input_pipeline.eval_split(data),
+        train_dataset=self.config.data.name, train_num_slots=self.num_slots,
+        num_iters=sa.num_iters, num_iters_eval=sa.num_iters_eval or sa.num_iters,
+        attention=sa.attention, update_norm=sa.update_norm)
+    if jax.process_index() == 0:
+      train_max = input_pipeline.max_num_objects(self.config.data)
+      cardinality.write_sweep(
+          table, os.path.join(str(workdir), "cardinality"), writer=writer, step=int(step),
+          train_max_objects=train_max, eval_slots=self.eval_num_slots,
+          label=f"{PAPER_NAMES.get(sa.attention, sa.attention)}, {sa.update_norm}")
+    return {k: v for k, v in eval_results.items() if not cardinality.is_sweep_key(k)}
 
   @functools.cached_property
   def _decompose(self):

@@ -14,6 +14,8 @@ experiment-specific comes from a `Task` selected by `config.task`:
   metrics = task.eval_metrics.single_from_model_output(**outputs)   # a clu Collection
   images = task.image_summaries(model, variables, batch, rngs)      # optional
   line = task.report(eval_results)         # a human-readable summary at the end of a run
+  results = task.write_eval_artifacts(eval_results, step=..., workdir=..., writer=...)
+                                           # config.mode="eval" only: extra files (optional)
 
 Contracts:
   * Batches are dicts of numpy arrays holding this process's slice of the global batch
@@ -106,6 +108,19 @@ class Task:
     """Optional images [n, H, W, C] for TensorBoard, computed on the first eval batch."""
     del model, variables, batch, rngs
     return None
+
+  def write_eval_artifacts(self, eval_results: Mapping[str, float], *, step: int,
+                           workdir: str, writer: Any) -> dict[str, float]:
+    """Optional, after an evaluation-only run (`config.mode="eval"`): derived outputs.
+
+    Called on every process with the reduced evaluation metrics, before they are recorded;
+    process 0 may write files under `workdir` (e.g. a sweep's tables and figures) and
+    images through the clu `writer`. Returns the metrics to record in eval_metrics.json and
+    TensorBoard (e.g. without per-cell metrics kept in the task's own files). Default: no
+    files, the metrics unchanged.
+    """
+    del step, workdir, writer
+    return dict(eval_results)
 
   def report(self, eval_results: Mapping[str, float]) -> str:
     """One line summarising the final evaluation (e.g. next to the published number)."""

@@ -24,7 +24,8 @@ The experiment comes from the task registry (`slot_ot_jax/tasks.py`, selected by
   the task gets the first evaluation batch replicated on every device, so that it can read
   it whole in every process.
 * `config.mode == "eval"` (configs that define it): no training; the latest checkpoint of
-  the workdir is evaluated (`evaluate_checkpoint`, results in `<workdir>/eval_metrics.json`).
+  the workdir is evaluated (`evaluate_checkpoint`, results in `<workdir>/eval_metrics.json`;
+  `Task.write_eval_artifacts` may add files of the task's own, e.g. a cardinality sweep).
 """
 from __future__ import annotations
 
@@ -368,6 +369,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     checkpointer.close()
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   eval_results = trainer.evaluate(state, writer, latest, workdir / IMAGES_DIR / "eval_only")
+  eval_results = task.write_eval_artifacts(eval_results, step=latest, workdir=str(workdir),
+                                           writer=writer)
   writer.write_scalars(latest, {f"eval/{k}": v for k, v in eval_results.items()})
   writer.close()
   result = {"step": latest, "eval": eval_results, "report": task.report(eval_results),

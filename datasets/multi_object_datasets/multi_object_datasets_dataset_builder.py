@@ -9,6 +9,8 @@ file order; `max_objects` then drops scenes with more objects (background exclud
   clevr6, clevr10    SA (004 §4, 002 §5.8): train among records 0-70000, test the first 320
                      qualifying records from 70000 on; clevr6 keeps <= 6 objects, i.e. <= 7
                      visible entities counting the background entity 0.
+  clevr6_krimmel,    003 (Krimmel et al.): test only, the first 1,280 qualifying records from
+  clevr10_krimmel    70000 on (configs/clevr_cardinality.py).
   objects_room       validation 0-1000 and train 1000-end of the training file, plus the three
                      official test files (six_objects, empty_room, identical_color).
 Images keep their original size; the crops and resizes of the papers are pipeline ops
@@ -78,6 +80,17 @@ def _clevr(max_objects: int) -> MultiObjectConfig:
       splits=(SplitRange("train", src, 0, 70_000), SplitRange("test", src, 70_000, None, 320)))
 
 
+def _clevr_krimmel(max_objects: int) -> MultiObjectConfig:
+  # 003 (Krimmel et al.) §4: "all models are evaluated on 1,280 scenes from the respective
+  # test sets"; a test split only (train on clevr6).
+  return MultiObjectConfig(
+      name=f"clevr{max_objects}_krimmel",
+      description=f"CLEVR with masks, at most {max_objects} objects, test only: the first "
+                  "1,280 qualifying records from 70000 on (003's evaluation size).",
+      max_objects=max_objects if max_objects < 10 else None,
+      splits=(SplitRange("test", "clevr_with_masks", 70_000, None, 1_280),))
+
+
 BUILDER_CONFIGS = [
     _dsprites("colored_on_grayscale"),
     _dsprites("colored_on_colored"),
@@ -88,6 +101,8 @@ BUILDER_CONFIGS = [
                 SplitRange("test", "tetrominoes", 60_000, 60_320))),
     _clevr(6),
     _clevr(10),
+    _clevr_krimmel(6),
+    _clevr_krimmel(10),
     MultiObjectConfig(
         name="objects_room", description="Objects Room with the three official test sets.",
         splits=(SplitRange("validation", "objects_room_train", 0, 1_000),

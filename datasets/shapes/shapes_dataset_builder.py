@@ -135,6 +135,14 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       _config("tiny", "32x32 images, 1-3 sprites, 64/16/16 examples (smoke tests).",
               resolution=32, max_objects=3, min_scale=0.12, max_scale=0.22,
               num_examples=(("train", 64), ("validation", 16), ("test", 16))),
+      # Cardinality generalisation (Krimmel et al.; configs/cardinality_shapes.py): train on
+      # 16x16 with 1-3 sprites, evaluate on the same sprites with 1-6 per image (1,280 test
+      # scenes, as Krimmel's CLEVR10 evaluation).
+      _config("16x16", "16x16 images, 1-3 sprites, 5000/320/320 examples.", resolution=16,
+              max_objects=3, min_scale=0.12, max_scale=0.22),
+      _config("16x16_6", "16x16 images, 1-6 sprites, 320/320/1280 examples.", resolution=16,
+              max_objects=6, min_scale=0.12, max_scale=0.22,
+              num_examples=(("train", 320), ("validation", 320), ("test", 1280))),
   ]
   DEFAULT_BUILDER_CONFIG_NAME = "32x32"
 
