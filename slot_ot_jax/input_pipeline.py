@@ -64,6 +64,8 @@ PRESETS: dict[str, Preset] = {
     "shapes/32x32": Preset(None, None, "validation", 3),
     "shapes/64x64": Preset(None, None, "validation", 4),
     "shapes/tiny": Preset(None, None, "validation", 3),
+    "shapes/properties32": Preset(None, None, "validation", 4),
+    "shapes/properties_tiny": Preset(None, None, "validation", 4),
     "multi_object_datasets/multi_dsprites_colored_on_grayscale": Preset(
         None, None, "validation", 5),
     "multi_object_datasets/multi_dsprites_colored_on_colored": Preset(
@@ -73,6 +75,7 @@ PRESETS: dict[str, Preset] = {
     "multi_object_datasets/clevr6": Preset(_CLEVR_CROP, 128, "test", 6),
     "multi_object_datasets/clevr10": Preset(_CLEVR_CROP, 128, "test", 10),
     "multi_object_datasets/objects_room": Preset(None, None, "validation", 6),
+    "clevr_v1/full": Preset(None, 128, "validation", 10),  # Property prediction, no crop.
     "clevrtex/full": Preset(_CLEVRTEX_CROP, 128, "validation", 10),
     "clevrtex/camo": Preset(_CLEVRTEX_CROP, 128, "validation", 10),
     "clevrtex/outd": Preset(_CLEVRTEX_CROP, 128, "test", 10),

@@ -53,6 +53,7 @@ Variables = Mapping[str, Any]
 _BUILTIN_TASKS = {
     "random_objects": "slot_ot_jax.random_objects",
     "object_discovery": "slot_ot_jax.object_discovery",
+    "property_prediction": "slot_ot_jax.property_prediction",
 }
 _REGISTRY: dict[str, Callable[[ml_collections.ConfigDict], "Task"]] = {}
 
