@@ -117,11 +117,5 @@ def build(setting: str, arg: str | None = None, **arg_defaults) -> ml_collection
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Any setting, e.g. arg "setting=clevr,attention=mesh,detach_slots=0,seed=1"."""
-  setting = "shapes"
-  rest = []
-  for item in (arg or "").split(","):
-    if item.strip().startswith("setting="):
-      setting = item.split("=", 1)[1].strip()
-    elif item.strip():
-      rest.append(item)
-  return build(setting, ",".join(rest))
+  setting, rest = common.split_arg(arg, "setting", "shapes")
+  return build(setting, rest)
