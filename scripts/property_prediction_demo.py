@@ -40,6 +40,9 @@ def run_all(runs, a) -> None:
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
                         "intra_op_parallelism_threads=1").strip()
     env.update(OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
+  if a.compilation_cache:  # The seeds of a variant compile the same programs: compile once.
+    env.update(JAX_COMPILATION_CACHE_DIR=os.path.abspath(a.compilation_cache),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
   todo = [r for r in runs if not os.path.exists(os.path.join(r[2], "final_metrics.json"))]
   cost = {"emd": 0, "mesh": 1, "sinkhorn": 2, "softmax": 3}  # Slowest first: less idle tail.
   todo.sort(key=lambda r: cost.get(r[0], 0))
@@ -82,6 +85,8 @@ def main():
   p.add_argument("--out", default="benchmarks/results")
   p.add_argument("--tag", default="")
   p.add_argument("--nice", type=int, default=10, help="niceness of the runs")
+  p.add_argument("--compilation_cache", default="",
+                 help="JAX persistent compilation cache dir shared by the runs ('' = none)")
   a = p.parse_args()
   seeds = [int(s) for s in a.seeds.split(",")]
   attentions = a.attentions.split(",")
