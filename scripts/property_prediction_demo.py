@@ -106,12 +106,13 @@ def main():
       f"{a.jobs} run(s) at a time on a 2-core machine shared with other work"
       + (", one CPU thread each" if a.jobs > 1 else "") + f", under `nice -n {a.nice}`; wall time "
       "includes start-up, compilation and evaluation, and is inflated by the other load.", "",
-      f"| variant | seed {header} | train time (s) | wall time (s) |",
-      "| --- | --- |" + " --- |" * (len(KEYS) + 2)]
+      f"| variant | seed {header} | test loss | train time (s) | wall time (s) |",
+      "| --- | --- |" + " --- |" * (len(KEYS) + 3)]
   for v, s, _ in runs:
     r = results[v, s]
     aps = " | ".join(f"{100 * r['eval'][k]:.1f}" for k in KEYS)
-    lines.append(f"| {NAMES[v]} | {s} | {aps} | {r['train_time_s']:.0f} | "
+    lines.append(f"| {NAMES[v]} | {s} | {aps} | {r['eval']['loss']:.4f} | "
+                 f"{r['train_time_s']:.0f} | "
                  f"{r.get('process_wall_s', r['wall_time_s']):.0f} |")
   lines += ["", f"Mean +- std over seeds {a.seeds} (std with ddof=1):", "",
             f"| variant {header} | wall time per run (s) |",
@@ -126,8 +127,12 @@ def main():
     lines.append(f"| {NAMES[v]} | {' | '.join(cells)} | {min(walls):.0f}-{max(walls):.0f} |")
   lines += ["", "Reproduce:", "", "```",
             f"python scripts/property_prediction_demo.py --steps={a.steps} "
-            f"--batch_size={a.batch_size} --width={a.width} --seeds={a.seeds} --jobs={a.jobs}"
-            + (f" --tag={a.tag}" if a.tag else ""), "```", ""]
+            f"--batch_size={a.batch_size} --width={a.width} --seeds={a.seeds} --jobs={a.jobs} "
+            f"--nice={a.nice}" + (f" --tag={a.tag}" if a.tag else "")
+            + (" --compilation_cache=CACHE_DIR" if a.compilation_cache else ""), "```", ""]
+  if a.compilation_cache:
+    lines += ["With the compilation cache, the runs after the first of each variant "
+                    "reuse its compiled programs, so their train and wall times are lower.", ""]
   os.makedirs(a.out, exist_ok=True)
   path = os.path.join(a.out, f"property_prediction_shapes{a.tag}.md")
   with open(path, "w") as f:
