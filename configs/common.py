@@ -46,6 +46,17 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
   return parsed
 
 
+def split_arg(arg: str | None, key: str, default: str) -> tuple[str, str]:
+  """Takes `key=value` out of an argument string: (value, or `default` if absent; the rest)."""
+  value, rest = default, []
+  for item in (arg or "").split(","):
+    if item.strip().startswith(f"{key}="):
+      value = item.split("=", 1)[1].strip()
+    elif item.strip():
+      rest.append(item)
+  return value, ",".join(rest)
+
+
 def check_choice(name: str, value: Any, choices) -> Any:
   """Returns `value` if it is one of `choices`, else raises naming the valid ones."""
   if value not in choices:

@@ -4,6 +4,7 @@
     python datasets/prepare.py multi_object_datasets/clevr6 --manual_dir=SRC [--data_dir=DIR]
     python datasets/prepare.py clevrtex/full --manual_dir=SRC [--data_dir=DIR]
     python datasets/prepare.py clevrer/l --manual_dir=SRC [--data_dir=DIR]   (two-frame videos)
+    python datasets/prepare.py clevr_v1/full --manual_dir=SRC [--data_dir=DIR]
 
 NAME is `<builder>/<config>` (see datasets/README.md). The data dir defaults to TFDS's
 (~/tensorflow_datasets or $TFDS_DATA_DIR), the manual dir to <data_dir>/downloads/manual.

@@ -66,6 +66,8 @@ PRESETS: dict[str, Preset] = {
     "shapes/tiny": Preset(None, None, "validation", 3),
     "shapes/16x16": Preset(None, None, "validation", 3),
     "shapes/16x16_6": Preset(None, None, "validation", 6),
+    "shapes/properties32": Preset(None, None, "validation", 4),
+    "shapes/properties_tiny": Preset(None, None, "validation", 4),
     "multi_object_datasets/multi_dsprites_colored_on_grayscale": Preset(
         None, None, "validation", 5),
     "multi_object_datasets/multi_dsprites_colored_on_colored": Preset(
@@ -77,6 +79,7 @@ PRESETS: dict[str, Preset] = {
     "multi_object_datasets/clevr6_krimmel": Preset(_CLEVR_CROP, 128, "test", 6),
     "multi_object_datasets/clevr10_krimmel": Preset(_CLEVR_CROP, 128, "test", 10),
     "multi_object_datasets/objects_room": Preset(None, None, "validation", 6),
+    "clevr_v1/full": Preset(None, 128, "validation", 10),  # Property prediction, no crop.
     "clevrtex/full": Preset(_CLEVRTEX_CROP, 128, "validation", 10),
     "clevrtex/camo": Preset(_CLEVRTEX_CROP, 128, "validation", 10),
     "clevrtex/outd": Preset(_CLEVRTEX_CROP, 128, "test", 10),

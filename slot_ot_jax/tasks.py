@@ -57,6 +57,7 @@ _BUILTIN_TASKS = {
     "object_discovery": "slot_ot_jax.object_discovery",
     "dinosaur": "slot_ot_jax.dinosaur",
     "video": "slot_ot_jax.video",
+    "property_prediction": "slot_ot_jax.property_prediction",
 }
 _REGISTRY: dict[str, Callable[[ml_collections.ConfigDict], "Task"]] = {}
 

@@ -12,6 +12,9 @@ Features (the schema every object-discovery builder of this project emits):
                                  [0, 1], x and y (centre, fraction of width/height), scale (half
                                  extent, fraction of the side), orientation (radians), area int32
                                  (visible pixels)
+                 discrete-attribute configs (`properties32`) also store color_index (class
+                 of PALETTE_NAMES) and size (class of SIZE_NAMES); `color`/`scale` then
+                 hold the palette colour and the class's scale
 
 Build: `tfds build datasets/shapes --config=32x32 --data_dir=DATA_DIR` (seconds); the input
 pipeline also builds it on first use.
@@ -25,6 +28,11 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 SHAPE_NAMES = ("square", "ellipse", "heart")
+# Discrete attributes of the property-prediction configs (CLEVR-like classes).
+PALETTE_NAMES = ("red", "green", "blue", "yellow", "magenta", "cyan")
+PALETTE = ((0.9, 0.1, 0.1), (0.1, 0.8, 0.1), (0.15, 0.3, 1.0), (0.95, 0.9, 0.1),
+           (0.9, 0.15, 0.9), (0.1, 0.9, 0.9))
+SIZE_NAMES = ("small", "large")
 _SPLITS = ("train", "validation", "test")
 # Each visible object keeps at least this fraction of its full area, and this many pixels,
 # so that every object counted in `num_objects` is present in `segmentation`.
@@ -43,6 +51,11 @@ class ShapesConfig(tfds.core.BuilderConfig):
   num_examples: tuple[tuple[str, int], ...] = (("train", 5000), ("validation", 320),
                                                ("test", 320))
   seed: int = 0
+  # Discrete attributes (property prediction): draw the colour from PALETTE and the scale
+  # from `scales` (one per SIZE_NAMES class) instead of the continuous ranges; also stores
+  # color_index and size. False keeps the continuous attributes.
+  discrete: bool = False
+  scales: tuple[float, ...] = (0.12, 0.2)
 
 
 def _hsv_color(rng: np.random.Generator) -> np.ndarray:
@@ -93,11 +106,21 @@ def render_scene(rng: np.random.Generator, config: ShapesConfig) -> dict:
     labels = np.zeros((res, res), np.uint8)
     attrs, full_areas = [], []
     for k in range(1, n + 1):
-      scale = rng.uniform(config.min_scale, config.max_scale)
+      if config.discrete:
+        size = int(rng.integers(len(config.scales)))
+        scale = config.scales[size]
+      else:
+        scale = rng.uniform(config.min_scale, config.max_scale)
       attr = dict(shape=int(rng.integers(len(SHAPE_NAMES))), scale=np.float32(scale),
                   orientation=np.float32(rng.uniform(0.0, 2.0 * np.pi)),
                   x=np.float32(rng.uniform(scale, 1.0 - scale)),
-                  y=np.float32(rng.uniform(scale, 1.0 - scale)), color=_hsv_color(rng))
+                  y=np.float32(rng.uniform(scale, 1.0 - scale)))
+      if config.discrete:
+        attr["color_index"] = int(rng.integers(len(PALETTE)))
+        attr["color"] = np.asarray(PALETTE[attr["color_index"]], np.float32)
+        attr["size"] = size
+      else:
+        attr["color"] = _hsv_color(rng)
       mask = sprite_mask(attr["shape"], attr["x"], attr["y"], scale, attr["orientation"], res)
       image[mask] = attr["color"]
       labels[mask] = k
@@ -108,7 +131,9 @@ def render_scene(rng: np.random.Generator, config: ShapesConfig) -> dict:
            for a, f in zip(areas, full_areas)):
       break
   objects = {key: np.stack([a[key] for a in attrs]) for key in attrs[0]}
-  objects["shape"] = objects["shape"].astype(np.int64)
+  for key in ("shape", "color_index", "size"):
+    if key in objects:
+      objects[key] = objects[key].astype(np.int64)
   objects["area"] = areas.astype(np.int32)
   return {
       "image": np.round(image * 255.0).astype(np.uint8),
@@ -143,11 +168,21 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       _config("16x16_6", "16x16 images, 1-6 sprites, 320/320/1280 examples.", resolution=16,
               max_objects=6, min_scale=0.12, max_scale=0.22,
               num_examples=(("train", 320), ("validation", 320), ("test", 1280))),
+      _config("properties32", "32x32 images, 1-4 sprites with discrete colour (6) and size "
+              "(2), for property prediction; 5000/320/320 examples.", resolution=32,
+              max_objects=4, discrete=True, scales=(0.12, 0.2)),
+      _config("properties_tiny", "As properties32 with 64/16/16 examples (smoke tests).",
+              resolution=32, max_objects=4, discrete=True, scales=(0.12, 0.2),
+              num_examples=(("train", 64), ("validation", 16), ("test", 16))),
   ]
   DEFAULT_BUILDER_CONFIG_NAME = "32x32"
 
   def _info(self) -> tfds.core.DatasetInfo:
     res = self.builder_config.resolution
+    discrete = {}
+    if self.builder_config.discrete:
+      discrete = {"color_index": tfds.features.ClassLabel(names=PALETTE_NAMES),
+                  "size": tfds.features.ClassLabel(names=SIZE_NAMES)}
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
             "image": tfds.features.Image(shape=(res, res, 3)),
@@ -161,6 +196,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 "scale": tfds.features.Scalar(np.float32),
                 "orientation": tfds.features.Scalar(np.float32),
                 "area": tfds.features.Scalar(np.int32),
+                **discrete,
             }),
         }),
         supervised_keys=None,
