@@ -346,6 +346,9 @@ def mesh(cost: Array, a: Array, b: Array, noise: Array, *, num_steps: int = 4,
     (C' [..., N, K], potentials `(f, g)` for warm-starting the final Sinkhorn or None).
   """
   c0 = cost + noise_scale * noise.astype(cost.dtype)
+  if num_steps == 0:  # No step: the noisy cost, and zero potentials (a cold start).
+    zeros = (jnp.zeros(c0.shape[:-1], c0.dtype), jnp.zeros(c0.shape[:-2] + c0.shape[-1:], c0.dtype))
+    return c0, (zeros if reuse_potentials else None)
   if not differentiate_steps and _is_static(lr) and _is_static(temperature):
     c0, log_a, log_b = _prepare(c0, a, b)
     obj, consts = None, ()  # None: mesh_entropy, applied in the [..., K, N] layout

@@ -176,6 +176,17 @@ class MeshTest(chex.TestCase):
     # Input marginal: as close as Sinkhorn's own 5 iterations get.
     self.assertLess(float(jnp.abs(me.sum(-1) - a).max()), 0.05)
 
+  def test_zero_steps_return_the_noisy_cost_and_a_cold_start(self):
+    cost, a, b, noise = _problem(11, batch=(3,), n=6, k=4, scale=1.0)
+    for reuse in (True, False):
+      c, pots = T.mesh(cost, a, b, noise, num_steps=0, noise_scale=1e-3, reuse_potentials=reuse)
+      np.testing.assert_allclose(c, cost + 1e-3 * noise, rtol=1e-6)
+      if reuse:
+        self.assertEqual([p.shape for p in pots], [(3, 6), (3, 4)])
+        self.assertEqual(float(jnp.abs(pots[0]).max() + jnp.abs(pots[1]).max()), 0.0)
+      else:
+        self.assertIsNone(pots)
+
   def test_breaks_a_two_by_two_tie(self):
     cost, ones = jnp.ones((1, 2, 2)), jnp.ones((1, 2))
     noise = jax.random.normal(jax.random.PRNGKey(0), (1, 2, 2))
