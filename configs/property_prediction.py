@@ -37,9 +37,11 @@ from configs import common
 
 SETTINGS = {
     "clevr": dict(dataset="clevr_v1/full", resolution=128, width=64, strides="1,2,2,1",
+                  kernel=5, learning_rate=4e-4,
                   num_slots=10, batch_size=512, steps=150_000, train_split="train[512:]",
                   eval_split="validation", test_split="validation"),
-    "shapes": dict(dataset="shapes/properties32", resolution=32, width=32, strides="1,2,1,1",
+    "shapes": dict(dataset="shapes/properties32", resolution=32, width=32, strides="2,1,1,1",
+                   kernel=3, learning_rate=1e-3,
                    num_slots=4, batch_size=32, steps=3_000, train_split="train",
                    eval_split="validation", test_split="test"),
 }
@@ -50,7 +52,8 @@ def build(setting: str, arg: str | None = None, **arg_defaults) -> ml_collection
   s = SETTINGS[common.check_choice("setting", setting, tuple(SETTINGS))]
   defaults = dict(attention="softmax", detach_slots=True, seed=0, runlocal=False)
   if setting == "shapes":
-    defaults.update(steps=s["steps"], batch_size=s["batch_size"], width=s["width"])
+    defaults.update(steps=s["steps"], batch_size=s["batch_size"], width=s["width"],
+                    learning_rate=s["learning_rate"])
   defaults.update(arg_defaults)
   arg = common.parse_arg(arg, **defaults)
   common.check_choice("attention", arg.attention, common.ATTENTIONS)
@@ -76,6 +79,7 @@ def build(setting: str, arg: str | None = None, **arg_defaults) -> ml_collection
   config.model = ml_collections.ConfigDict()
   config.model.width = arg.get("width", s["width"])  # Encoder conv channels and MLP widths.
   config.model.encoder_strides = s["strides"]
+  config.model.kernel_size = s["kernel"]  # Encoder conv kernels.
   config.model.head_hidden_size = 64
   config.model.slot_attention = common.slot_attention_kwargs(
       num_slots=s["num_slots"], slot_size=64, mlp_size=128, num_iters=3,
@@ -89,11 +93,12 @@ def build(setting: str, arg: str | None = None, **arg_defaults) -> ml_collection
   config.batch_size = arg.get("batch_size", s["batch_size"])
   config.eval_batch_size = config.batch_size
   if setting == "clevr":
-    common.set_schedule(config, num_train_steps=steps, learning_rate=4e-4, warmup_steps=1_000,
+    common.set_schedule(config, num_train_steps=steps, learning_rate=s["learning_rate"],
+                        warmup_steps=1_000,
                         decay_rate=0.5, decay_steps=50_000, grad_clip_norm=0.0)
     common.set_intervals(config, log=100, eval=5_000, checkpoint=5_000)
   else:
-    common.set_schedule(config, num_train_steps=steps, learning_rate=4e-4,
+    common.set_schedule(config, num_train_steps=steps, learning_rate=float(arg.learning_rate),
                         warmup_steps=max(steps // 150, 1), decay_rate=0.5,
                         decay_steps=max(steps // 3, 1), grad_clip_norm=0.0)
     common.set_intervals(config, log=100, eval=max(steps // 3, 1), checkpoint=1_000)

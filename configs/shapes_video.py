@@ -28,18 +28,22 @@ from configs import common
 
 
 def get_config(arg=None):
-  defaults = dict(steps=2000, width=16, batch_size=16, slot_size=32)
+  defaults = dict(steps=2000, width=16, batch_size=16, slot_size=32, resolution=32,
+                  kernel_size=5, learning_rate=4e-4)
   keys = set(defaults)
   own = common.parse_arg(",".join(item for item in (arg or "").split(",")
                                   if item.split("=", 1)[0].strip() in keys), **defaults)
   rest = ",".join(item for item in (arg or "").split(",")
                   if item.strip() and item.split("=", 1)[0].strip() not in keys)
-  config = clevrer.build("shapes_video/32x32", rest, resolution=32, max_objects=4,
-                         width=own.width, steps=own.steps, batch_size=own.batch_size)
+  resolution = int(common.check_choice("resolution", str(own.resolution), ("16", "32")))
+  config = clevrer.build(f"shapes_video/{resolution}x{resolution}", rest,
+                         resolution=resolution, max_objects=4, width=own.width,
+                         steps=own.steps, batch_size=own.batch_size)
   if not config.runlocal:
     sa = config.model.slot_attention
     sa.slot_size, sa.mlp_size = own.slot_size, 2 * own.slot_size
-    common.set_schedule(config, num_train_steps=own.steps, warmup_steps=max(own.steps // 10, 1),
-                        decay_steps=own.steps)
+    config.model.kernel_size = int(own.kernel_size)  # Hidden conv kernels (5: the paper's).
+    common.set_schedule(config, num_train_steps=own.steps, learning_rate=float(own.learning_rate),
+                        warmup_steps=max(own.steps // 10, 1), decay_steps=own.steps)
     common.set_intervals(config, log=100, eval=own.steps, checkpoint=own.steps)
   return common.lock(config)

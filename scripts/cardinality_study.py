@@ -1,6 +1,6 @@
 r"""Offline cardinality study (003, Krimmel et al.) on shapes: 4 normalisations x seeds.
 
-  python scripts/cardinality_study.py [--steps=500 --seeds=0,1,2 --jobs=2 \
+  python scripts/cardinality_study.py [--steps=3000 --seeds=0,1,2 --jobs=2 \
       --workdir=workdirs/cardinality_shapes --out=benchmarks/results]
 
 For every update normalisation (weighted mean = baseline, layer norm, weighted sum 1/N, scalar
@@ -253,7 +253,7 @@ def write_report(runs, norms, seeds, a):
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--steps", type=int, default=500)
+  p.add_argument("--steps", type=int, default=3000)
   p.add_argument("--seeds", default="0,1,2")
   p.add_argument("--norms", default=",".join(NORMS))
   p.add_argument("--data_dir", default=None)

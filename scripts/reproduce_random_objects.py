@@ -8,6 +8,10 @@ at most --jobs at a time (single-threaded XLA when several share the machine), t
   python scripts/reproduce_random_objects.py --seeds=5        # 5 seeds everywhere (paper)
   python scripts/reproduce_random_objects.py --runlocal --attentions=mesh --sigmas=0.01
   python scripts/reproduce_random_objects.py --time_steps=200 # time each attention, predict
+  # One setting changed in every run (its own workdirs and table), e.g. the MESH step size:
+  python scripts/reproduce_random_objects.py --attentions=mesh --sigmas=0.1,0.01 --seeds=3 \
+      --override=model.slot_attention.mesh_lr=1 --workdir_root=workdirs/random_objects_lr1 \
+      --output=benchmarks/results/random_objects_mesh_lr1.md
 
 By default every cell gets one seed, and SA, SA-SH and SA-MESH at sigma=0.01 get three.
 Finished runs (with final_metrics.json) are reused, so an interrupted grid can be rerun;
@@ -85,7 +89,7 @@ def run_grid(args) -> None:
       cmd = [sys.executable, os.path.join(REPO, "main.py"),
              f"--config={os.path.join(REPO, 'configs', 'random_objects.py')}:"
              f"{_config_arg(attention, sigma, seed, args.runlocal)}",
-             f"--workdir={workdir}"]
+             f"--workdir={workdir}"] + [f"--config.{o}" for o in args.override]
       proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
       active[proc] = (run, time.time(), log)
       print(f"started {run}", flush=True)
@@ -130,6 +134,7 @@ def write_table(args, grid_wall_s) -> str:
            "predicting zeros scores 1.0). Paper: median over 5 seeds.", "",
            f"- command: `python scripts/reproduce_random_objects.py "
            f"{' '.join(sys.argv[1:]).replace(REPO + os.sep, '')}`".rstrip(),
+           f"- config changes in every run: {', '.join(args.override)}" if args.override else None,
            f"- machine: {platform.machine()} CPU, {os.cpu_count()} cores, "
            f"{args.jobs} parallel process(es)",
            f"- wall time of this invocation: {grid_wall_s / 3600:.2f} h; sum over runs: "
@@ -225,6 +230,9 @@ def main():
                       help="seeds per cell (default: 3 for SA, SA-SH, SA-MESH at 0.01, else 1)")
   parser.add_argument("--runlocal", action="store_true", help="one-minute smoke runs")
   parser.add_argument("--rerun", action="store_true", help="rerun finished cells")
+  parser.add_argument("--override", action="append", default=[],
+                      help="KEY=VALUE: --config.KEY=VALUE for every run (repeatable); use its "
+                           "own --workdir_root and --output")
   parser.add_argument("--time_steps", type=int, default=0,
                       help="only time this many steps of each attention and predict")
   parser.add_argument("--_time_one", default=None, help=argparse.SUPPRESS)
@@ -239,6 +247,13 @@ def main():
   unknown = [s for s in args.sigmas if s not in SIGMAS]
   if unknown:
     parser.error(f"sigma(s) {unknown} are not in Table 1; valid: {SIGMAS}")
+  for o in args.override:
+    if "=" not in o:
+      parser.error(f"--override {o!r} is not KEY=VALUE")
+  if args.override and (args.workdir_root == parser.get_default("workdir_root")
+                        or args.output is None):
+    parser.error("--override needs its own --workdir_root and --output (the default runs "
+                 "and Table 1 stay as they are)")
   if args.output is None:
     args.output = (os.path.join(args.workdir_root, "table_runlocal.md") if args.runlocal
                    else os.path.join(REPO, "benchmarks", "results", "random_objects_table1.md"))

@@ -1,6 +1,6 @@
 r"""CPU demonstration of MESH Table 5 offline: SA vs SA fixed noise vs SA-MESH on shapes_video.
 
-  python scripts/video_demo.py [--steps=200 --batch_size=8 --seeds=0,1,2 --jobs=2 \
+  python scripts/video_demo.py [--steps=3000 --batch_size=16 --seeds=0,1,2 --jobs=2 \
       --eval_split=test --data_dir=DATA_DIR --workdir=workdirs/video_demo --out=benchmarks/results]
 
 Runs `main.py --config=configs/shapes_video.py:...` once per (variant, seed), --jobs processes
@@ -33,7 +33,9 @@ METRICS = (("fg_ari", "FG-ARI"), ("fg_miou", "FG-mIoU"), ("temporal_consistency"
 def main_args(variant, seed, a, workdir):
   """The main.py arguments of one run."""
   return [f"--config=configs/shapes_video.py:{VARIANTS[variant][1]},seed={seed},"
-          f"steps={a.steps},batch_size={a.batch_size},width={a.width},slot_size={a.slot_size}",
+          f"steps={a.steps},batch_size={a.batch_size},width={a.width},slot_size={a.slot_size},"
+          f"resolution={a.resolution},kernel_size={a.kernel_size},"
+          f"learning_rate={a.learning_rate}",
           f"--workdir={os.path.join(workdir, f'{variant}_{seed}')}",
           f"--config.model.encoder_stride={a.encoder_stride}",
           f"--config.model.decoder_broadcast={a.decoder_broadcast}",
@@ -68,12 +70,16 @@ def _launch(runs, a, env):
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--steps", type=int, default=200)
-  p.add_argument("--batch_size", type=int, default=8)
+  p.add_argument("--steps", type=int, default=3000)
+  p.add_argument("--batch_size", type=int, default=16)
+  p.add_argument("--resolution", type=int, default=16, help="16 or 32 (shapes_video/RxR)")
   p.add_argument("--width", type=int, default=16, help="conv channels")
+  p.add_argument("--kernel_size", type=int, default=3, help="hidden conv kernels")
+  p.add_argument("--learning_rate", type=float, default=1e-3)
   p.add_argument("--slot_size", type=int, default=32, help="slot MLP is twice this")
-  p.add_argument("--encoder_stride", type=int, default=2)
-  p.add_argument("--decoder_broadcast", type=int, default=8)
+  p.add_argument("--encoder_stride", type=int, default=1)
+  p.add_argument("--decoder_broadcast", type=int, default=0,
+                 help="side of the broadcast grid; 0 = the full resolution")
   p.add_argument("--eval_split", default="test")
   p.add_argument("--seeds", default="0,1,2")
   p.add_argument("--variants", default="sa,sa_fixed,sa_mesh")
@@ -104,13 +110,15 @@ def main():
     missing, rows = [], _launch(runs, a, env)
 
   lines = [
-      "# Two-frame video object discovery on shapes_video/32x32 (CPU, one small fixed budget)",
+      f"# Two-frame video object discovery on shapes_video/{res}x{res} (CPU, one small fixed "
+      "budget)",
       "", f"Budget per run: {a.steps} steps at batch {a.batch_size} "
       f"({a.steps * a.batch_size / 5000:.2f} epochs of the 5,000 training videos). Model: "
-      f"5x5 convs of {a.width} channels (first with stride {a.encoder_stride}), broadcast "
-      f"decoder from {a.decoder_broadcast}x{a.decoder_broadcast} up to 32x32, 5 slots of size "
+      f"{k}x{k} convs of {a.width} channels (first with stride {a.encoder_stride}), broadcast "
+      f"decoder from {b}x{b} up to {res}x{res}, 5 slots of size "
       f"{a.slot_size} (slot MLP {2 * a.slot_size}), 3 iterations, slots of frame 0 initialise "
-      "frame 1; SA-MESH with the cosine cost; fixed noise sigma 0.1. Adam 4e-4, warm-up over "
+      f"frame 1; SA-MESH with the cosine cost; fixed noise sigma 0.1. Adam {a.learning_rate:g}, "
+      "warm-up over "
       "the first tenth, lr halved once over the run, clipping 0.1. Metrics on the "
       f"`{a.eval_split}` split: FG-ARI and FG-mIoU per frame averaged over the two frames, TC "
       "(share of the objects present in both frames whose matched slot is the same, averaged "
@@ -158,7 +166,9 @@ def main():
       lines.append(f"- {VARIANTS[v][0]}: `{os.path.basename(dst)}`")
   lines += ["", "Reproduce:", "", "```",
             f"python scripts/video_demo.py --steps={a.steps} --batch_size={a.batch_size} "
-            f"--width={a.width} --slot_size={a.slot_size} --encoder_stride={a.encoder_stride} "
+            f"--resolution={a.resolution} --width={a.width} --kernel_size={a.kernel_size} "
+            f"--learning_rate={a.learning_rate:g} "
+            f"--slot_size={a.slot_size} --encoder_stride={a.encoder_stride} "
             f"--decoder_broadcast={a.decoder_broadcast} --eval_split={a.eval_split} "
             f"--seeds={a.seeds} --variants={a.variants} --jobs={a.jobs}", "```", "",
             "One run by hand:", "", "```",

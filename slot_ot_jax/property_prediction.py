@@ -161,6 +161,7 @@ def build_model(config: ml_collections.ConfigDict) -> models.SetPredictionModel:
   m = config.model
   strides = tuple(int(s) for s in str(m.encoder_strides).split(","))
   encoder = models.CNNEncoder(channels=(int(m.width),) * len(strides), strides=strides,
+                              kernel_size=int(m.get("kernel_size", 5)),
                               mlp_size=int(m.width), out_size=int(m.width))
   head = models.PropertyPredictionHead(output_size=dataset_spec(config.data.name).layout.size,
                                        hidden_size=int(m.head_hidden_size))

@@ -51,6 +51,7 @@ class VideoPreset:
 
 PRESETS = {
     "shapes_video/32x32": VideoPreset("validation", 4),
+    "shapes_video/16x16": VideoPreset("validation", 4),
     "shapes_video/tiny": VideoPreset("validation", 4),
     "clevrer/s": VideoPreset("validation", 10),
     "clevrer/l": VideoPreset("validation", 10),

@@ -191,6 +191,8 @@ class ConfigTest(absltest.TestCase):
                      ("batch_norm", 4, 3, 5))
     self.assertEqual((config.data.name, config.evaluation.dataset, config.seed),
                      ("shapes/16x16", "shapes/16x16_6", 2))
+    self.assertEqual((config.num_train_steps, config.optimizer.learning_rate,
+                      config.model.kernel_size), (3000, 1e-3, 3))
     with self.assertRaisesRegex(ValueError, "valid values: weighted_mean"):
       cardinality_shapes.get_config("update_norm=auto")
 

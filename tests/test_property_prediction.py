@@ -68,6 +68,17 @@ class ConfigTest(parameterized.TestCase):
     self.assertIn(f"published MESH {table}: {paper[0]:.1f}", report)
     self.assertIn(f"{paper[0]:.1f}", clevr_properties.__doc__)
 
+  def test_offline_setting_is_the_cpu_model(self):
+    config = shapes_properties.get_config("attention=mesh,learning_rate=0.002")
+    self.assertEqual((config.model.kernel_size, config.model.encoder_strides),
+                     (3, "2,1,1,1"))
+    self.assertEqual((config.optimizer.learning_rate, config.num_train_steps), (2e-3, 3000))
+    model = tasks.get_task(config).build_model()
+    image = np.zeros((1, 32, 32, 3), np.float32)
+    rngs = {name: jax.random.PRNGKey(0) for name in ("params", "slots", "mesh")}
+    variables = jax.eval_shape(lambda: model.init(rngs, image, train=False))
+    self.assertEqual(variables["params"]["encoder"]["conv_0"]["kernel"].shape, (3, 3, 3, 32))
+
   def test_bad_arguments_list_the_valid_ones(self):
     with self.assertRaisesRegex(ValueError, "softmax, sinkhorn, emd, mesh"):
       clevr_properties.get_config("attention=dot")

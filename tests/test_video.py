@@ -143,6 +143,18 @@ class DataTest(absltest.TestCase):
     share = np.mean(np.asarray(new_counts) == 2)
     self.assertBetween(share, 0.6, 0.78)  # CLEVRER-L: 68.8% of the videos gain 2+ objects.
 
+  def test_shapes_video_16x16_keeps_every_sprite_visible(self):
+    builder = input_pipeline.builder_class("shapes_video")
+    module = sys.modules[builder.__module__]
+    config = builder.builder_configs["16x16"]
+    for i in range(40):
+      ex = module.render_video(np.random.default_rng([0, 0, i]), config)
+      self.assertEqual(ex["video"].shape, (2, 16, 16, 3))
+      n0, n1 = ex["frame_num_objects"]
+      area = ex["objects"]["area"]  # [n, 2] visible pixels per frame
+      self.assertTrue(np.all(area[:n0, 0] >= 4), area)
+      self.assertTrue(np.all(area[:n1, 1] >= 4), area)
+
 
 class ConfigTest(absltest.TestCase):
 
@@ -166,6 +178,20 @@ class ConfigTest(absltest.TestCase):
       clevrer_config.get_config("dataset=m")
     with self.assertRaisesRegex(ValueError, "valid names"):
       video.preset("clevrer/m")
+
+  def test_offline_config_resolution_and_optimiser(self):
+    config = shapes_video_config.get_config("attention=mesh,resolution=16,kernel_size=3,"
+                                            "learning_rate=0.001,steps=300")
+    self.assertEqual(config.data.name, "shapes_video/16x16")
+    self.assertEqual(config.data.resolution, 16)
+    self.assertEqual(config.model.kernel_size, 3)
+    self.assertEqual(config.optimizer.learning_rate, 1e-3)
+    self.assertEqual(config.optimizer.warmup_steps, 30)
+    video.preset(config.data.name)  # Known to the task.
+    model = video.build_model(config)
+    self.assertEqual(model.encoder.kernel_size, 3)
+    with self.assertRaisesRegex(ValueError, "valid values: 16, 32"):
+      shapes_video_config.get_config("resolution=64")
 
 
 class TrainTest(absltest.TestCase):

@@ -144,6 +144,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   BUILDER_CONFIGS = [
       _config("32x32", "32x32 frames, 1-2 sprites then 0-2 new ones; 5000/320/320 examples.",
               resolution=32),
+      # CPU-sized demonstration (scripts/video_demo.py): the same scenes at 16x16, sprites a
+      # little larger relative to the frame so that each keeps enough pixels.
+      _config("16x16", "16x16 frames, 1-2 sprites then 0-2 new ones; 5000/320/320 examples.",
+              resolution=16, min_scale=0.15, max_scale=0.25),
       _config("tiny", "As 32x32 with 32/8/8 examples (smoke runs and tests).", resolution=32,
               num_examples=(("train", 32), ("validation", 8), ("test", 8))),
   ]
