@@ -129,6 +129,7 @@ def slot_attention_kwargs(num_slots, **overrides) -> ml_collections.ConfigDict:
       mesh_temperature=1.0,
       mesh_reuse_potentials=True,
       learn_mesh_lr=False,
+      mesh_lr_per_entry=False,
       mesh_objective="entropy",
       mesh_similarity_alpha=1.0,
       mesh_differentiate_steps=config_dict.placeholder(bool),  # None: per objective.

@@ -23,6 +23,7 @@ attn^T v all run in float32.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import flax.linen as nn
@@ -142,6 +143,11 @@ class SlotAttention(nn.Module):
     marginal_scale: total mass s of the marginals (default: the number of slots K).
     mesh_steps, mesh_lr, mesh_noise_scale, mesh_temperature, mesh_reuse_potentials:
       see `transport.mesh`; learn_mesh_lr makes lr a parameter initialised at mesh_lr.
+    mesh_lr_per_entry: read mesh_lr as the step per cost entry: the normalised MESH step
+      is multiplied by sqrt(N K), so each of the N*K entries moves by about mesh_lr (root
+      mean square) whatever the problem size. False (default, the reference) moves the
+      whole [N, K] cost by mesh_lr, i.e. each entry by mesh_lr / sqrt(N K): lr 8 at the
+      image setting (N = 4096, K = 6) is 0.051 per entry, but 0.35 at N = 105, K = 5.
     mesh_objective: "entropy" (default), "similarity" (App. B / eq. 9 of the workshop
       version: H + alpha ||P'S - P||^2, S from a learned pair network) or "learned"
       (App. I: a 2-layer, 32-unit scalar MLP summed over entries replaces the entropy).
@@ -189,6 +195,7 @@ class SlotAttention(nn.Module):
   mesh_temperature: float = 1.0
   mesh_reuse_potentials: bool = True
   learn_mesh_lr: bool = False
+  mesh_lr_per_entry: bool = False
   mesh_objective: str = "entropy"
   mesh_similarity_alpha: float = 1.0
   mesh_differentiate_steps: Optional[bool] = None
@@ -312,6 +319,8 @@ class SlotAttention(nn.Module):
       noise = jax.random.normal(self.make_rng("mesh"), (batch, n, k), jnp.float32)
       lr = (self.param("mesh_lr", lambda _: jnp.asarray(self.mesh_lr, jnp.float32))
             if self.learn_mesh_lr else self.mesh_lr)
+      if self.mesh_lr_per_entry:
+        lr = lr * math.sqrt(n * k)
       pair_sim = (_PairSimilarity(self.mlp_size, name="mesh_similarity")
                   if self.mesh_objective == "similarity" else None)
       mesh_args = (noise, lr, self._build_mesh_objective(), pair_sim)

@@ -1,6 +1,7 @@
 """Tests of SlotAttention (slot_ot_jax/attention.py)."""
 import functools
 import itertools
+import math
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -108,6 +109,17 @@ class MeshObjectiveTest(parameterized.TestCase):
     total = sum(float(jnp.abs(g).sum()) for g in jax.tree.leaves(grads[key]))
     self.assertGreater(total, 0.0)
     self.assertGreater(abs(float(grads["mesh_lr"])), 0.0)
+
+  def test_per_entry_step_is_the_total_step_times_sqrt_nk(self):
+    x = _inputs()
+    per_entry = _module(attention="mesh", mesh_lr=0.05, mesh_lr_per_entry=True)
+    total = _module(attention="mesh", mesh_lr=0.05 * math.sqrt(N * K))
+    variables = _init(per_entry, x)
+    np.testing.assert_allclose(_run(per_entry, variables, x)[0], _run(total, variables, x)[0],
+                               rtol=1e-5, atol=1e-6)
+    unscaled = _module(attention="mesh", mesh_lr=0.05)
+    self.assertGreater(float(jnp.max(jnp.abs(_run(per_entry, variables, x)[0]
+                                             - _run(unscaled, variables, x)[0]))), 1e-4)
 
   def test_entropy_objective_straight_through_by_default(self):
     with_steps = _module(attention="mesh", mesh_differentiate_steps=True)
