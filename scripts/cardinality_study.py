@@ -118,7 +118,9 @@ TRAIN_SLOTS, TRAIN_MAX_OBJECTS = 4, 3
 
 def _stats(values):
   v = np.asarray([x for x in values if x is not None], float)
-  return (float(v.mean()), float(v.std())) if v.size else (float("nan"), float("nan"))
+  if not v.size:
+    return float("nan"), float("nan")
+  return float(v.mean()), (float(v.std(ddof=1)) if v.size > 1 else 0.0)  # Sample std.
 
 
 def _pm(values, scale=100.0, digits=1):
@@ -130,6 +132,7 @@ def _pm(values, scale=100.0, digits=1):
 
 
 def write_report(runs, norms, seeds, a):
+  from configs import cardinality_shapes  # pylint: disable=g-import-not-at-top
   """Markdown table, JSON of every sweep and the two figures (see the module docstring)."""
   from slot_ot_jax import cardinality  # pylint: disable=g-import-not-at-top
   tables, walls, finals = {}, {}, {}
@@ -172,14 +175,15 @@ def write_report(runs, norms, seeds, a):
       f"Training: `configs/cardinality_shapes.py`, shapes/16x16 (1-{TRAIN_MAX_OBJECTS} sprites "
       f"per image), {TRAIN_SLOTS} slots, 3 iterations, {a.steps} steps at batch 16 "
       f"({a.steps * 16 / 5000:.1f} epochs of the 5,000 images); model: 3x3 convs of 16 "
-      "channels, full-resolution broadcast decoder, slot size 32, slot MLP 64; Adam 4e-4, "
+      "channels, full-resolution broadcast decoder, slot size 32, slot MLP 64; Adam "
+      f"{cardinality_shapes.get_config().optimizer.learning_rate:g}, "
       "warm-up 10%, learning rate halved once over the run, clipping 0.1. Evaluation (003's "
       f"protocol): 5 iterations, shapes/16x16_6 test split ({first['num_scenes']} scenes of "
       f"1-6 sprites of the same sizes), slot counts {', '.join(map(str, ks))}. Seeds run: "
       + "; ".join(f"{LABELS[n]} {', '.join(map(str, seeds_of[n]))}" for n in norms)
       + "; no finished run is left out (003 drops runs that split scenes "
-      "spatially; we keep them all). Values are mean ± standard deviation over the seeds, "
-      "in %; a single seed is shown alone." + (" Not run (no sweep in the workdir): " + ", ".join(
+      "spatially; we keep them all). Values are mean ± sample standard deviation (ddof 1) "
+      "over the seeds, in %; a single seed is shown alone." + (" Not run (no sweep in the workdir): " + ", ".join(
           f"{LABELS[n]} seed {s}" for n, s in missing) + "." if missing else ""), "",
       f"## FG-ARI against the slot count (trained with {TRAIN_SLOTS})", "",
       f"Scenes with <= {TRAIN_MAX_OBJECTS} objects (the training range, as 003's CLEVR6):", "",
@@ -236,7 +240,7 @@ def write_report(runs, norms, seeds, a):
             "(FG-mIoU and reconstruction loss, as 003 Fig. 6). Every cell of every run: "
             "`cardinality_shapes.json`.", "",
             f"Wall times: {a.jobs} processes at a time, one CPU thread each, on a 2-core machine "
-            "shared with other heavy jobs (inflated by the contention); a process holds one "
+            "(other work on the machine inflates them); a process holds one "
             "run's training (start-up, compilation, training, the final evaluation) and then "
             "its sweep.", "", "Reproduce:", "", "```",
             f"python scripts/cardinality_study.py --steps={a.steps} --seeds={a.seeds} "
