@@ -5,8 +5,9 @@ r"""Two-frame video object discovery on the offline shapes_video dataset (task "
 The offline counterpart of configs/clevrer.py (MESH Table 5) with the same arguments
 (attention=softmax|sinkhorn|mesh, noise=none|fixed|learned, noise_sigma=<float, 0.1>,
 seed=<int>, runlocal=1) plus steps=<int> (default 2000), width=<conv channels, 16>,
-batch_size=<int, 16>, slot_size=<int, 32; slot MLP twice that>. Evaluation only: add
---config.mode=eval (test split, 320 videos).
+batch_size=<int, 16>, slot_size=<int, 32; slot MLP twice that>, resolution=<16|32, 32>
+(shapes_video/16x16 or /32x32), kernel_size=<hidden conv kernels, 5>, learning_rate=<float,
+4e-4>. Evaluation only: add --config.mode=eval (test split, 320 videos).
 
 Data: shapes_video/32x32 (datasets/shapes_video: 1-2 sprites in the first frame, which move;
 0-2 new sprites in the second, 2 in 69% of the videos as in CLEVRER-L; 5,000 / 320 / 320
@@ -18,10 +19,13 @@ clipping 0.1.
 Published: none (a dataset of this project). The CPU demonstration (SA, SA fixed noise and
 SA-MESH, 3 seeds) is benchmarks/results/video_shapes.md, written by scripts/video_demo.py.
 
-Runtime (the demonstration's settings: batch 8, 16 channels, encoder stride 2, 8x8 broadcast):
-about 7 s per step on one CPU thread of a heavily loaded 2-core machine (150 steps: 17 min of
-training, 20 min with start-up and evaluation); an idle machine is several times faster (not
-measured). runlocal=1: a few minutes on the loaded machine.
+The demonstration's settings (scripts/video_demo.py): resolution=16, kernel_size=3,
+learning_rate=0.001, steps=3000, batch 16, full-resolution broadcast decoder: about 7 steps/s
+on one CPU thread with two runs side by side on a 2-core machine (3,000 steps in 8-10 minutes
+with start-up and evaluation). At 32x32 with 5x5 kernels the same model is several times slower
+per step, and with the SA paper's 4e-4 the same autoencoder on still 16x16 sprites still split
+the image into regions after 3,000 steps (the pilot in configs/cardinality_shapes.py).
+runlocal=1: a few minutes.
 """
 from configs import clevrer
 from configs import common

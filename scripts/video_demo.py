@@ -109,6 +109,8 @@ def main():
   else:
     missing, rows = [], _launch(runs, a, env)
 
+  res, k = a.resolution, a.kernel_size
+  b = a.decoder_broadcast or res
   lines = [
       f"# Two-frame video object discovery on shapes_video/{res}x{res} (CPU, one small fixed "
       "budget)",
@@ -123,8 +125,7 @@ def main():
       f"`{a.eval_split}` split: FG-ARI and FG-mIoU per frame averaged over the two frames, TC "
       "(share of the objects present in both frames whose matched slot is the same, averaged "
       f"over videos). Seeds {a.seeds}; {a.jobs} runs at a time on a shared 2-core machine, one "
-      "CPU thread each; wall time includes start-up, compilation and evaluation, and is "
-      "inflated by other processes on the machine.", "",
+      "CPU thread each; wall time includes start-up, compilation and evaluation.", "",
       "| variant | seed | FG-ARI (%) | FG-mIoU (%) | TC (%) | test MSE | wall time (s) |",
       "| --- | --- | --- | --- | --- | --- | --- |"]
   for v in variants:
