@@ -21,7 +21,7 @@ Published: none (a dataset of this project); see configs/clevr_properties.py for
 Optimiser: Adam 1e-3 (warm-up 1/150 of the run, halved every third), no clipping. The CLEVR
 setting's 5x5 kernels, first stride 1 and lr 4e-4 learned nothing measurable in 500 steps
 (AP inf about 1%); this CPU setting was checked on one run (SA, seed 0, 3,000 steps: AP inf 39.6%,
-AP1 4.9% on the test split) before the demonstration, then left fixed for every variant.
+AP1 4.9% on the validation split) before the demonstration, then left fixed for every variant.
 
 Runtime: 3,000 steps take about 3-4 minutes on one CPU thread; runlocal=1: about a minute.
 """
