@@ -26,9 +26,9 @@ slots still split the image into regions; 1e-3: 41.1 / 41.7, one sprite per slot
 
 Published: none (a dataset of this project); 003 shows the CLEVR curves as figures only.
 
-Runtime (one CPU thread on a 2-core machine shared with many other jobs, so inflated): 500
-steps took about 6 minutes with start-up and compilation; the sweep's compilation several
-minutes. runlocal=1: a few minutes under that load (shapes/tiny).
+Runtime: 3,000 steps at about 15 steps/s on one CPU thread (two runs side by side on a 2-core
+machine): 3.5-6 minutes with start-up, compilation and evaluation; the sweep 17-91 s.
+runlocal=1: a few minutes (shapes/tiny).
 """
 from configs import common
 from configs import object_discovery
