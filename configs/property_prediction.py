@@ -94,8 +94,8 @@ def build(setting: str, arg: str | None = None, **arg_defaults) -> ml_collection
   config.eval_batch_size = config.batch_size
   if setting == "clevr":
     common.set_schedule(config, num_train_steps=steps, learning_rate=s["learning_rate"],
-                        warmup_steps=1_000,
-                        decay_rate=0.5, decay_steps=50_000, grad_clip_norm=0.0)
+                        warmup_steps=1_000, decay_rate=0.5, decay_steps=50_000,
+                        grad_clip_norm=0.0)
     common.set_intervals(config, log=100, eval=5_000, checkpoint=5_000)
   else:
     common.set_schedule(config, num_train_steps=steps, learning_rate=float(arg.learning_rate),
