@@ -8,6 +8,11 @@ and reports, over the first evaluation batches:
   * object_share: for each slot, the share of its attention column (last iteration) that
     comes from the object it is matched to (Hungarian matching of predictions to objects),
     averaged over slots and examples (1.0 = each slot reads only its own object);
+  * object_row_hardness: for each object input, the share of its plan row that goes to its
+    largest slot, averaged (1/K = spread evenly over the slots, 1.0 = a hard assignment);
+  * plan_entropy_ratio: the entropy of the last plan (normalised to sum 1) divided by the
+    entropy of the product of its two marginals, averaged over examples (1.0 = as blurry as
+    its marginals allow, lower = sharper);
   * rmse_over_sigma on those examples.
 
   python scripts/random_objects_diagnostics.py workdirs/table1/mesh_sigma0.01_seed0 ...
@@ -26,6 +31,24 @@ from slot_ot_jax import checkpointing  # pylint: disable=g-import-not-at-top
 from slot_ot_jax import random_objects as ro
 from slot_ot_jax import tasks
 from slot_ot_jax import train
+
+
+def plan_statistics(attn: np.ndarray, is_object: np.ndarray) -> tuple[float, float]:
+  """Returns (object_row_hardness, plan_entropy_ratio) of plans attn [B, N, K].
+
+  is_object [B, N] marks the object inputs (the rows whose hardness is averaged).
+  """
+  rows = attn.sum(axis=-1, keepdims=True)                               # [B, N, 1]
+  top_share = attn.max(axis=-1) / np.maximum(rows[..., 0], 1e-30)       # [B, N]
+  hardness = float(np.sum(top_share * is_object) / np.sum(is_object))
+  p = attn / attn.sum(axis=(1, 2), keepdims=True)                       # [B, N, K]
+
+  def entropy(q, axes):
+    return -np.sum(np.where(q > 0, q * np.log(np.maximum(q, 1e-30)), 0.0), axis=axes)
+
+  h_plan = entropy(p, (1, 2))
+  h_product = entropy(p.sum(axis=2), 1) + entropy(p.sum(axis=1), 1)    # H(rows) + H(cols)
+  return hardness, float(np.mean(h_plan / h_product))
 
 
 def diagnose(workdir: str, num_batches: int) -> dict[str, float]:
@@ -49,13 +72,16 @@ def diagnose(workdir: str, num_batches: int) -> dict[str, float]:
     return slots, inter["intermediates"]
 
   sigma = float(config.data.sigma)
-  zeros_mass, shares, errors = [], [], []
+  zeros_mass, shares, errors, hardness, entropy_ratio = [], [], [], [], []
   for i, batch in enumerate(task.eval_batches()):
     if i == num_batches:
       break
     slots, inter = run(batch, jax.random.PRNGKey(i))
     attn = np.asarray(inter["attn"][-1])                                # [B, N, K]
     is_object = np.any(batch["inputs"] != 0, axis=-1)                   # [B, N]
+    stats = plan_statistics(attn, is_object)
+    hardness.append(stats[0])
+    entropy_ratio.append(stats[1])
     if "a" in inter:
       a = np.asarray(inter["a"][-1])                                    # [B, N]
       zeros_mass.append(np.sum(a * ~is_object, axis=-1))
@@ -73,6 +99,8 @@ def diagnose(workdir: str, num_batches: int) -> dict[str, float]:
       "attention": config.model.slot_attention.attention, "sigma": sigma,
       "rmse_over_sigma": float(np.sqrt(np.mean(np.concatenate(errors)))) / sigma,
       "object_share": float(np.mean(np.concatenate(shares))),
+      "object_row_hardness": float(np.mean(hardness)),
+      "plan_entropy_ratio": float(np.mean(entropy_ratio)),
       "input_mass_on_zeros": (float(np.mean(np.concatenate(zeros_mass)))
                               if zeros_mass else None),
       "total_mass": float(config.model.slot_attention.marginal_scale
@@ -88,14 +116,15 @@ def main():
                       help="evaluation batches (of eval_batch_size) to look at")
   args = parser.parse_args()
   print("| run | attention | sigma | RMSE/sigma | object share of slot mass "
-        "| input mass on zeros (of K) |")
-  print("|---|---|---|---|---|---|")
+        "| input mass on zeros (of K) | object row hardness | plan entropy ratio |")
+  print("|---|---|---|---|---|---|---|---|")
   for workdir in args.workdirs:
     r = diagnose(workdir.rstrip("/"), args.num_batches)
     zeros = "-" if r["input_mass_on_zeros"] is None else (
         f"{r['input_mass_on_zeros']:.2f} / {r['total_mass']:g}")
     print(f"| {os.path.basename(r['workdir'])} | {r['attention']} | {r['sigma']:g} "
-          f"| {r['rmse_over_sigma']:.3f} | {r['object_share']:.3f} | {zeros} |", flush=True)
+          f"| {r['rmse_over_sigma']:.3f} | {r['object_share']:.3f} | {zeros} "
+          f"| {r['object_row_hardness']:.3f} | {r['plan_entropy_ratio']:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

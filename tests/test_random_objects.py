@@ -150,6 +150,26 @@ class LossAndMetricTest(parameterized.TestCase):
     self.assertEqual(len(ro.PAPER_TABLE1), 12)
 
 
+class PlanStatisticsTest(absltest.TestCase):
+
+  def test_hand_worked_plans(self):
+    plan_statistics = _diagnostics().plan_statistics
+    is_object = np.array([[True, True, False]])
+    # Independent coupling of its marginals: entropy ratio 1; object rows split 1/2 : 1/2.
+    blurry = np.outer([0.25, 0.25, 0.5], [0.5, 0.5])[None]
+    hardness, ratio = plan_statistics(blurry, is_object)
+    self.assertAlmostEqual(hardness, 0.5)
+    self.assertAlmostEqual(ratio, 1.0)
+    # Hard assignment of the two objects, the zero vector split 3 : 1 between the slots.
+    hard = np.array([[[0.5, 0.0], [0.0, 0.5], [0.75, 0.25]]]) / 2
+    hardness, ratio = plan_statistics(hard, is_object)
+    self.assertAlmostEqual(hardness, 1.0)
+    p = hard[0] / hard[0].sum()
+    h = lambda q: -np.sum(q[q > 0] * np.log(q[q > 0]))
+    self.assertAlmostEqual(ratio, h(p) / (h(p.sum(1)) + h(p.sum(0))))
+    self.assertLess(ratio, 0.9)
+
+
 class TrainRandomObjectsTest(parameterized.TestCase):
   """A few real steps of every attention on four fake CPU devices, with a checkpoint round trip."""
 
@@ -168,6 +188,9 @@ class TrainRandomObjectsTest(parameterized.TestCase):
     diag = _diagnostics().diagnose(workdir, num_batches=1)
     self.assertEqual((diag["step"], diag["attention"]), (4, attention))
     self.assertBetween(diag["object_share"], 0.0, 1.0)
+    k = config.model.slot_attention.num_slots
+    self.assertBetween(diag["object_row_hardness"], 1.0 / k - 1e-6, 1.0 + 1e-6)
+    self.assertBetween(diag["plan_entropy_ratio"], 0.0, 1.0 + 1e-5)
     self.assertTrue(np.isfinite(diag["rmse_over_sigma"]))
     if attention == "softmax":
       self.assertIsNone(diag["input_mass_on_zeros"])
