@@ -15,7 +15,8 @@ at most --jobs at a time (single-threaded XLA when several share the machine), t
 
 By default every cell gets one seed, and SA, SA-SH and SA-MESH at sigma=0.01 get three.
 Finished runs (with final_metrics.json) are reused, so an interrupted grid can be rerun;
-unfinished ones resume from their checkpoints.
+unfinished ones resume from their checkpoints. `--collect_only` writes the table from the
+finished runs under --workdir_root without starting any (cells without runs show "—").
 """
 import argparse
 import collections
@@ -137,8 +138,9 @@ def write_table(args, grid_wall_s) -> str:
            f"- config changes in every run: {', '.join(args.override)}" if args.override else None,
            f"- machine: {platform.machine()} CPU, {os.cpu_count()} cores, "
            f"{args.jobs} parallel process(es)",
-           f"- wall time of this invocation: {grid_wall_s / 3600:.2f} h; sum over runs: "
-           f"{sum(r[-1] for r in rows) / 3600:.2f} h",
+           ("- collected from finished runs (--collect_only); " if args.collect_only else
+            f"- wall time of this invocation: {grid_wall_s / 3600:.2f} h; ")
+           + f"sum over runs: {sum(r[-1] for r in rows) / 3600:.2f} h",
            "- runlocal (smoke-test sizes, not comparable to the paper)" if args.runlocal else None,
            "", "| model | " + " | ".join(f"σ = {s:g}" for s in args.sigmas) + " |",
            "|---|" + "---|" * len(args.sigmas)]
@@ -151,9 +153,11 @@ def write_table(args, grid_wall_s) -> str:
         continue
       med = statistics.median(values)
       flag = " †" if abs(med - paper) > 0.05 else ""
-      cells.append(f"{med:.2f} (paper {paper:.2f}, n={len(values)}){flag}")
+      spread = f" [{min(values):.2f}-{max(values):.2f}]" if len(values) > 1 else ""
+      cells.append(f"{med:.2f}{spread} (paper {paper:.2f}, n={len(values)}){flag}")
     lines.append(f"| {NAMES[attention]} | " + " | ".join(cells) + " |")
-  lines += ["", "† more than 0.05 from the paper.", "",
+  lines += ["", "Cells: median [min-max] over the n seeds. † median more than 0.05 from the paper.",
+            "",
             "| model | σ | seed | RMSE/σ | steps | wall time (min) |", "|---|---|---|---|---|---|"]
   for attention, sigma, seed, value, step, wall in rows:
     lines.append(f"| {NAMES[attention]} | {sigma:g} | {seed} | {value:.3f} | {step} | "
@@ -230,6 +234,8 @@ def main():
                       help="seeds per cell (default: 3 for SA, SA-SH, SA-MESH at 0.01, else 1)")
   parser.add_argument("--runlocal", action="store_true", help="one-minute smoke runs")
   parser.add_argument("--rerun", action="store_true", help="rerun finished cells")
+  parser.add_argument("--collect_only", action="store_true",
+                      help="only write the table from the finished runs; start none")
   parser.add_argument("--override", action="append", default=[],
                       help="KEY=VALUE: --config.KEY=VALUE for every run (repeatable); use its "
                            "own --workdir_root and --output")
@@ -260,7 +266,13 @@ def main():
   if args.time_steps:
     return time_attentions(args)
   t0 = time.time()
-  run_grid(args)
+  if args.collect_only:
+    missing = [r for r in plan_runs(args) if not os.path.exists(
+        os.path.join(workdir_of(args, *r), "final_metrics.json"))]
+    if missing:
+      print(f"{len(missing)} run(s) of the grid not finished, left out: {missing}")
+  else:
+    run_grid(args)
   print(write_table(args, time.time() - t0))
   print(f"Table written to {args.output}")
 

@@ -1,9 +1,12 @@
 """Tests of the random-objects experiment (slot_ot_jax/random_objects.py)."""
 import importlib.util
 import itertools
+import json
 import os
+import shutil
 import sys
 import tempfile
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -19,14 +22,18 @@ from slot_ot_jax import tasks
 from slot_ot_jax import train
 
 
-def _diagnostics():
-  """scripts/random_objects_diagnostics.py as a module (scripts/ is not a package)."""
+def _load_script(name):
   path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts",
-                      "random_objects_diagnostics.py")
-  spec = importlib.util.spec_from_file_location("random_objects_diagnostics", path)
+                      f"{name}.py")
+  spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+def _diagnostics():
+  """scripts/random_objects_diagnostics.py as a module (scripts/ is not a package)."""
+  return _load_script("random_objects_diagnostics")
 
 
 def tiny_config(**overrides):
@@ -148,6 +155,32 @@ class LossAndMetricTest(parameterized.TestCase):
     self.assertIn("0.31", line)
     self.assertIn("SA-MESH", line)
     self.assertEqual(len(ro.PAPER_TABLE1), 12)
+
+
+class ReproduceTableTest(absltest.TestCase):
+
+  def test_collect_only_writes_median_and_spread_and_starts_nothing(self):
+    script = _load_script("reproduce_random_objects")
+    root = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, root)
+    for attention, sigma, seed, value in [("softmax", 0.01, 0, 0.6), ("softmax", 0.01, 1, 0.9),
+                                          ("softmax", 0.01, 2, 0.8), ("mesh", 1.0, 0, 0.25)]:
+      workdir = os.path.join(root, f"{attention}_sigma{sigma:g}_seed{seed}")
+      os.makedirs(workdir)
+      with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
+        json.dump({"eval": {"rmse_over_sigma": value}, "step": 20000, "wall_time_s": 60.0}, f)
+    output = os.path.join(root, "table.md")
+    argv = ["reproduce_random_objects.py", "--collect_only", "--attentions=softmax,mesh",
+            "--sigmas=1,0.01", "--seeds=3", f"--workdir_root={root}", f"--output={output}"]
+    with mock.patch.object(sys, "argv", argv), \
+         mock.patch.object(script.subprocess, "Popen", side_effect=AssertionError("started")):
+      script.main()
+    with open(output) as f:
+      table = f.read()
+    self.assertIn("| SA | — (paper 0.44) | 0.80 [0.60-0.90] (paper 0.65, n=3) † |", table)
+    self.assertIn("| SA-MESH | 0.25 (paper 0.24, n=1) | — (paper 0.31) |", table)
+    self.assertIn("--collect_only", table)
+    self.assertFalse(os.path.exists(os.path.join(root, "mesh_sigma0.01_seed0")))
 
 
 class PlanStatisticsTest(absltest.TestCase):
