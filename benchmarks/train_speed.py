@@ -2,7 +2,7 @@ r"""Object-discovery training-step speed: ours (JAX) beside the official PyTorch
 
   python benchmarks/train_speed.py --official=PATH_TO_MESH_CLONE [--models=multi_dsprites,shapes]
       [--attentions=softmax,sinkhorn,mesh] [--repeats=10] [--warmup=2] [--threads=1]
-      [--out=benchmarks/results/train_speed.md]
+      [--batch=N] [--out=benchmarks/results/train_speed.md]
 
 PATH_TO_MESH_CLONE is a local clone of the official MESH repository
 (https://github.com/davzha/MESH; its slot_attention.py holds the Slot Attention
@@ -59,13 +59,15 @@ def _parse():
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--threads", type=int, default=1, help="CPU threads of each side")
   p.add_argument("--out", default=None, help="also write the table (markdown) here")
+  p.add_argument("--batch", type=int, default=0,
+                 help="batch size of every model (default: each model's own, 64 / 16)")
   a = p.parse_args()
   for name, value, valid in (("model", a.models, MODELS), ("attention", a.attentions, ATTENTIONS)):
     for item in value.split(","):
       if item not in valid:
         p.error(f"unknown {name} {item!r}; valid: {', '.join(valid)}")
-  if a.repeats < 1 or a.warmup < 0 or a.threads < 1:
-    p.error("--repeats and --threads must be >= 1, --warmup >= 0")
+  if a.repeats < 1 or a.warmup < 0 or a.threads < 1 or a.batch < 0:
+    p.error("--repeats and --threads must be >= 1, --warmup and --batch >= 0")
   return a
 
 
@@ -80,8 +82,8 @@ def _limit_threads(threads: int) -> None:
 
 
 # ------------------------------------------------------------------------------ model setups
-def model_setup(model: str, attention: str) -> dict:
-  """Our locked config and the matching official hyper-parameters."""
+def model_setup(model: str, attention: str, batch: int = 0) -> dict:
+  """Our locked config and the matching official hyper-parameters (batch > 0 overrides)."""
   sys.path.insert(0, REPO)
   from configs import multi_dsprites, shapes  # pylint: disable=g-import-not-at-top
   if model == "multi_dsprites":
@@ -90,6 +92,8 @@ def model_setup(model: str, attention: str) -> dict:
     config = shapes.get_config(f"attention={attention},width=16,batch_size=16")
     config.model.slot_attention.slot_size = 32
     config.model.slot_attention.mlp_size = 64
+  if batch:
+    config.batch_size = batch
   sa = config.model.slot_attention
   width = int(config.model.width) or 32  # Multi-dSprites: the paper's 32 channels.
   return dict(config=config, resolution=int(config.data.resolution), width=width,
@@ -230,7 +234,7 @@ def main():
   rows = []
   for model in a.models.split(","):
     for attention in a.attentions.split(","):
-      setup = model_setup(model, attention)
+      setup = model_setup(model, attention, a.batch)
       t0 = time.perf_counter()
       ours = Ours(setup)
       official = Official(module, setup, attention) if module is not None else None
