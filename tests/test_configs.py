@@ -68,6 +68,8 @@ class RandomObjectsConfigTest(parameterized.TestCase):
     # App. F.1: widths 32, 5 slots, 3 iterations, detached slots, 20 x 1,000 steps at 64.
     self.assertEqual((sa.slot_size, sa.mlp_size, sa.num_slots, sa.num_iters), (32, 32, 5, 3))
     self.assertTrue(sa.detach_slots)
+    # MESH steps of 0.05 per cost entry, the image setting's per-entry step.
+    self.assertEqual((sa.mesh_lr_per_entry, sa.mesh_lr), (True, 0.05))
     self.assertEqual((config.batch_size, config.num_train_steps), (64, 20_000))
     self.assertEqual((config.data.num_train, config.data.num_eval), (64_000, 6_400))
     self.assertEqual((config.data.num_objects, config.data.num_background, config.data.dim),
