@@ -9,6 +9,16 @@ the final evaluation on the test split (320 images). Then writes
 <out>/property_prediction_shapes<tag>.md: the budget, per-run AP at every threshold with the
 train and wall times, and mean +- std over seeds per variant. A run whose workdir already
 holds final_metrics.json is not repeated.
+
+`--override KEY=VALUE` (repeatable) passes `--config.KEY=VALUE` to every run, e.g. the MESH step
+per cost entry:
+
+  python scripts/property_prediction_demo.py --attentions=mesh --tag=_mesh_per_entry \
+      --workdir=workdirs/pp_demo_mesh_per_entry \
+      --override=model.slot_attention.mesh_lr_per_entry=True \
+      --override=model.slot_attention.mesh_lr=0.05
+
+It needs its own --workdir and --tag, so that the default runs and table stay as they are.
 """
 import argparse
 import json
@@ -20,6 +30,8 @@ import time
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from slot_ot_jax import launch  # pylint: disable=g-import-not-at-top,wrong-import-position
 NAMES = {"softmax": "SA", "sinkhorn": "SA-SH", "emd": "SA-EMD", "mesh": "SA-MESH"}
 KEYS = ("ap_inf", "ap_1", "ap_0.5", "ap_0.25", "ap_0.125", "ap_0.0625")
 
@@ -30,16 +42,13 @@ def config_args(attention: str, seed: int, a, workdir: str) -> list[str]:
           f"steps={a.steps},batch_size={a.batch_size},width={a.width}",
           f"--workdir={workdir}", f"--config.eval_every_steps={a.steps}",
           f"--config.checkpoint_every_steps={a.steps}", "--config.data.eval_split=test"]
-  return args + ([f"--config.data.data_dir={a.data_dir}"] if a.data_dir else [])
+  args += [f"--config.data.data_dir={a.data_dir}"] if a.data_dir else []
+  return args + launch.override_flags(a.override)
 
 
 def run_all(runs, a) -> None:
   """Runs the missing ones, --jobs processes at a time; records each process's wall time."""
-  env = dict(os.environ)
-  if a.jobs > 1:
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
-                        "intra_op_parallelism_threads=1").strip()
-    env.update(OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
+  env = launch.one_thread_env() if a.jobs > 1 else dict(os.environ)
   if a.compilation_cache:  # The seeds of a variant compile the same programs: compile once.
     env.update(JAX_COMPILATION_CACHE_DIR=os.path.abspath(a.compilation_cache),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
@@ -87,7 +96,12 @@ def main():
   p.add_argument("--nice", type=int, default=10, help="niceness of the runs")
   p.add_argument("--compilation_cache", default="",
                  help="JAX persistent compilation cache dir shared by the runs ('' = none)")
+  p.add_argument("--override", action="append", default=[],
+                 help="KEY=VALUE: --config.KEY=VALUE for every run (repeatable); needs its own "
+                      "--workdir and --tag")
   a = p.parse_args()
+  launch.check_overrides(p, a.override, bool(a.tag) and a.workdir != p.get_default("workdir"),
+                         "--workdir and --tag")
   seeds = [int(s) for s in a.seeds.split(",")]
   attentions = a.attentions.split(",")
   runs = [(v, s, os.path.join(a.workdir, f"{v}_{s}")) for v in attentions for s in seeds]
@@ -105,7 +119,11 @@ def main():
       "positions in units where the image side is 6 (threshold 1 = 1/6 of the side). "
       f"{a.jobs} run(s) at a time on a 2-core machine"
       + (", one CPU thread each" if a.jobs > 1 else "") + f", under `nice -n {a.nice}`; wall time "
-      "includes start-up, compilation and evaluation.", "",
+      "includes start-up, compilation and evaluation.", ""]
+  if a.override:
+    lines += ["Config changes in every run: " + ", ".join(f"`{o}`" for o in a.override) + ".",
+              ""]
+  lines += [
       f"| variant | seed {header} | test loss | train time (s) | wall time (s) |",
       "| --- | --- |" + " --- |" * (len(KEYS) + 3)]
   for v, s, _ in runs:
@@ -129,6 +147,10 @@ def main():
             f"python scripts/property_prediction_demo.py --steps={a.steps} "
             f"--batch_size={a.batch_size} --width={a.width} --seeds={a.seeds} --jobs={a.jobs} "
             f"--nice={a.nice}" + (f" --tag={a.tag}" if a.tag else "")
+            + (f" --attentions={a.attentions}" if a.attentions != p.get_default("attentions")
+               else "")
+            + "".join(f" --override={o}" for o in a.override)
+            + (f" --workdir={a.workdir}" if a.override else "")
             + (" --compilation_cache=CACHE_DIR" if a.compilation_cache else ""), "```", ""]
   if a.compilation_cache:
     lines += ["With the compilation cache, the runs after the first of each variant "

@@ -31,6 +31,8 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from slot_ot_jax import launch  # pylint: disable=g-import-not-at-top,wrong-import-position
 PAPER = {  # Table 1: RMSE / sigma, median over 5 seeds.
     ("softmax", 1.0): 0.44, ("softmax", 0.1): 0.53, ("softmax", 0.01): 0.65,
     ("sinkhorn", 1.0): 0.27, ("sinkhorn", 0.1): 0.32, ("sinkhorn", 0.01): 0.41,
@@ -92,7 +94,7 @@ def run_grid(args) -> None:
       cmd = [sys.executable, os.path.join(REPO, "main.py"),
              f"--config={os.path.join(REPO, 'configs', 'random_objects.py')}:"
              f"{_config_arg(attention, sigma, seed, args.runlocal)}",
-             f"--workdir={workdir}"] + [f"--config.{o}" for o in args.override]
+             f"--workdir={workdir}"] + launch.override_flags(args.override)
       proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
       active[proc] = (run, time.time(), log)
       print(f"started {run}", flush=True)
@@ -255,13 +257,10 @@ def main():
   unknown = [s for s in args.sigmas if s not in SIGMAS]
   if unknown:
     parser.error(f"sigma(s) {unknown} are not in Table 1; valid: {SIGMAS}")
-  for o in args.override:
-    if "=" not in o:
-      parser.error(f"--override {o!r} is not KEY=VALUE")
-  if args.override and (args.workdir_root == parser.get_default("workdir_root")
-                        or args.output is None):
-    parser.error("--override needs its own --workdir_root and --output (the default runs "
-                 "and Table 1 stay as they are)")
+  launch.check_overrides(
+      parser, args.override,
+      args.workdir_root != parser.get_default("workdir_root") and args.output is not None,
+      "--workdir_root and --output")
   if args.output is None:
     args.output = (os.path.join(args.workdir_root, "table_runlocal.md") if args.runlocal
                    else os.path.join(REPO, "benchmarks", "results", "random_objects_table1.md"))

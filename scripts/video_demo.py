@@ -10,6 +10,15 @@ times, mean +- std over seeds, the commands) and one mask grid per variant,
 <out>/video_shapes_<variant>.png (seed 0; two rows per test video, frame 0 then frame 1:
 input, reconstruction, segmentation, per-slot alpha masks). A run whose workdir already holds
 final_metrics.json is not repeated.
+
+`--override KEY=VALUE` (repeatable) passes `--config.KEY=VALUE` to every run; it needs its own
+--workdir and --tag (the files become video_shapes<tag>.md and video_shapes<tag>_<variant>.png),
+so that the default runs and table stay as they are. E.g. SA-MESH with the step per cost entry:
+
+  python scripts/video_demo.py --variants=sa_mesh --tag=_mesh_per_entry \
+      --workdir=workdirs/video_demo_mesh_per_entry \
+      --override=model.slot_attention.mesh_lr_per_entry=True \
+      --override=model.slot_attention.mesh_lr=0.05
 """
 import argparse
 import json
@@ -21,6 +30,8 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from slot_ot_jax import launch  # pylint: disable=g-import-not-at-top,wrong-import-position
 # name -> (table name, config arguments)
 VARIANTS = {"sa": ("SA", "attention=softmax"),
             "sa_fixed": ("SA fixed noise", "attention=softmax,noise=fixed"),
@@ -39,7 +50,7 @@ def main_args(variant, seed, a, workdir):
           f"--workdir={os.path.join(workdir, f'{variant}_{seed}')}",
           f"--config.model.encoder_stride={a.encoder_stride}",
           f"--config.model.decoder_broadcast={a.decoder_broadcast}",
-          f"--config.data.eval_split={a.eval_split}"]
+          f"--config.data.eval_split={a.eval_split}"] + launch.override_flags(a.override)
 
 
 def _launch(runs, a, env):
@@ -89,17 +100,20 @@ def main():
   p.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each")
   p.add_argument("--report_only", action="store_true",
                  help="write the table from the finished runs only, launching nothing")
+  p.add_argument("--override", action="append", default=[],
+                 help="KEY=VALUE: --config.KEY=VALUE for every run (repeatable); needs its own "
+                      "--workdir and --tag")
+  p.add_argument("--tag", default="", help="suffix of the table and mask-grid file names")
   a = p.parse_args()
+  launch.check_overrides(p, a.override, bool(a.tag) and a.workdir != p.get_default("workdir"),
+                         "--workdir and --tag")
   seeds = [int(s) for s in a.seeds.split(",")]
   variants = a.variants.split(",")
   for v in variants:
     if v not in VARIANTS:
       raise SystemExit(f"Unknown variant {v!r}; valid: {', '.join(VARIANTS)}")
   os.makedirs(a.workdir, exist_ok=True)
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
-                      "intra_op_parallelism_threads=1").strip()
-  env.update(OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
+  env = launch.one_thread_env()
   runs = [(v, s) for s in seeds for v in variants]
   if a.report_only:  # Table of the runs that finished; the others are listed as not run.
     done = lambda r: os.path.exists(os.path.join(a.workdir, f"{r[0]}_{r[1]}", "final_metrics.json"))
@@ -125,7 +139,11 @@ def main():
       f"`{a.eval_split}` split: FG-ARI and FG-mIoU per frame averaged over the two frames, TC "
       "(share of the objects present in both frames whose matched slot is the same, averaged "
       f"over videos). Seeds {a.seeds}; {a.jobs} runs at a time on a shared 2-core machine, one "
-      "CPU thread each; wall time includes start-up, compilation and evaluation.", "",
+      "CPU thread each; wall time includes start-up, compilation and evaluation.", ""]
+  if a.override:
+    lines += ["Config changes in every run: " + ", ".join(f"`{o}`" for o in a.override) + ".",
+              ""]
+  lines += [
       "| variant | seed | FG-ARI (%) | FG-mIoU (%) | TC (%) | test MSE | wall time (s) |",
       "| --- | --- | --- | --- | --- | --- | --- |"]
   for v in variants:
@@ -161,7 +179,7 @@ def main():
   os.makedirs(a.out, exist_ok=True)
   for v in variants:
     src = os.path.join(a.workdir, f"{v}_{seeds[0]}", "images", f"frames_{a.steps}.png")
-    dst = os.path.join(a.out, f"video_shapes_{v}.png")
+    dst = os.path.join(a.out, f"video_shapes{a.tag}_{v}.png")
     if os.path.exists(src):
       shutil.copyfile(src, dst)
       lines.append(f"- {VARIANTS[v][0]}: `{os.path.basename(dst)}`")
@@ -171,11 +189,13 @@ def main():
             f"--learning_rate={a.learning_rate:g} "
             f"--slot_size={a.slot_size} --encoder_stride={a.encoder_stride} "
             f"--decoder_broadcast={a.decoder_broadcast} --eval_split={a.eval_split} "
-            f"--seeds={a.seeds} --variants={a.variants} --jobs={a.jobs}", "```", "",
+            f"--seeds={a.seeds} --variants={a.variants} --jobs={a.jobs}"
+            + "".join(f" --override={o}" for o in a.override)
+            + (f" --tag={a.tag} --workdir={a.workdir}" if a.tag else ""), "```", "",
             "One run by hand:", "", "```",
             "python main.py " + " ".join(main_args(variants[0], seeds[0], a,
                                                    "workdirs/video_demo")), "```", ""]
-  path = os.path.join(a.out, "video_shapes.md")
+  path = os.path.join(a.out, f"video_shapes{a.tag}.md")
   with open(path, "w") as f:
     f.write("\n".join(lines))
   print(f"Wrote {path}")
