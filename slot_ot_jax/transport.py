@@ -517,12 +517,33 @@ def _emd_host(cost: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
   a2 = np.broadcast_to(np.asarray(a, np.float64), lead + (n,)).reshape(-1, n)
   b2 = np.broadcast_to(np.asarray(b, np.float64), lead + (k,)).reshape(-1, k)
   out = np.empty_like(cost2)
+  solve = _network_simplex(ot)
   for i in range(cost2.shape[0]):
     ai, bi = np.maximum(a2[i], 0.0), np.maximum(b2[i], 0.0)
     # POT requires equal masses to ~1e-7 relative; float32 marginals can be off by more.
     bi = bi * (ai.sum() / max(bi.sum(), 1e-300))
-    out[i] = ot.emd(ai, bi, cost2[i])
+    out[i] = solve(ai, bi, np.ascontiguousarray(cost2[i]))
   return out.reshape(cost.shape)
+
+
+def _network_simplex(ot):
+  """POT's C++ network simplex without `ot.emd`'s per-call checks, or `ot.emd` where absent.
+
+  `ot.emd` spends about 0.4 ms per call on input checks and backend dispatch around a solve
+  that takes about 0.15 ms at 105 x 5 (random-objects cost): 3.5x slower per problem (POT
+  0.9.7). The plan is the same (both call `emd_c`); a solve that stops early is an error.
+  """
+  try:
+    from ot.lp import emd_wrap  # pylint: disable=g-import-not-at-top
+    emd_c, check_result = emd_wrap.emd_c, emd_wrap.check_result
+  except (ImportError, AttributeError):
+    return ot.emd
+
+  def solve(a, b, cost):
+    plan, *_, code = emd_c(a, b, cost, 100_000, 1)  # ot.emd's default numItermax, 1 thread.
+    check_result(code)
+    return plan
+  return solve
 
 
 def _batch_axes_of_context_mesh(cost: Array) -> tuple[str, ...]:

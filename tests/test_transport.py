@@ -1,5 +1,6 @@
 """Tests of the optimal-transport core (slot_ot_jax/transport.py)."""
 import itertools
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -459,6 +460,21 @@ class EmdTest(parameterized.TestCase):
     plan = jax.jit(jax.vmap(T.emd))(cost, a, b)
     np.testing.assert_allclose(plan.sum(-1), a, atol=1e-5)
     np.testing.assert_allclose(plan.sum(-2), b, atol=1e-4)
+
+  def test_host_solver_matches_pot_emd_and_falls_back_to_it(self):
+    ot = T._require_pot()
+    rng = np.random.default_rng(3)
+    cost = rng.random((4, 30, 5))
+    a = rng.random((4, 30))
+    a[0, :12] = 0.0  # Zero-weight inputs: the solver drops them; the plan rows stay zero.
+    a /= a.sum(-1, keepdims=True)
+    b = np.full((4, 5), 0.2)
+    want = np.stack([ot.emd(a[i], b[i], cost[i]) for i in range(4)])
+    np.testing.assert_allclose(T._emd_host(cost, a, b), want, atol=1e-12)
+    self.assertIsNot(T._network_simplex(ot), ot.emd)
+    with mock.patch.object(ot.lp, "emd_wrap", object()):  # No emd_c: plain ot.emd.
+      self.assertIs(T._network_simplex(ot), ot.emd)
+      np.testing.assert_allclose(T._emd_host(cost, a, b), want, atol=1e-12)
 
   def test_batch_dims_broadcast_across_arguments(self):
     cost, a, b, _ = _problem(23, batch=(3,))
