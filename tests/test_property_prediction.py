@@ -51,6 +51,7 @@ class ConfigTest(parameterized.TestCase):
                       config.optimizer.decay_rate), (512, 150_000, 4e-4, 1_000, 50_000, 0.5))
     self.assertEqual((config.data.name, config.data.train_split, config.data.eval_split),
                      ("clevr_v1/full", "train[512:]", "validation"))
+    self.assertEqual((sa.mesh_lr_per_entry, sa.mesh_lr), (False, 8.0))  # The reference's step.
     task = tasks.get_task(config)
     model = task.build_model()
     rngs = {name: jax.random.PRNGKey(0) for name in ("params", *task.rng_streams)}
@@ -73,6 +74,8 @@ class ConfigTest(parameterized.TestCase):
     self.assertEqual((config.model.kernel_size, config.model.encoder_strides),
                      (3, "2,1,1,1"))
     self.assertEqual((config.optimizer.learning_rate, config.num_train_steps), (2e-3, 3000))
+    sa = config.model.slot_attention  # MESH steps of 0.05 per cost entry on this small problem.
+    self.assertEqual((sa.mesh_lr_per_entry, sa.mesh_lr), (True, 0.05))
     model = tasks.get_task(config).build_model()
     image = np.zeros((1, 32, 32, 3), np.float32)
     rngs = {name: jax.random.PRNGKey(0) for name in ("params", "slots", "mesh")}
