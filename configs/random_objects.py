@@ -36,8 +36,8 @@ early, so the constant, higher rate is the default (SA at sigma=1 then matches t
   SA-SH                 0.584 / 0.602 / 0.577   0.507 / 0.533 / 0.523   0.845 vs 0.707
 The decay helps SA-MESH at sigma=0.1 and hurts both models at sigma=0.01 (slower escape from
 the predict-zeros plateau) and SA-SH at 0.1, so the default stays constant: one schedule for
-every cell, not tuned per cell. The warm-up follows `num_train_steps` (a field reference), so shortening a run
-rescales it. Gradient clipping: global norm 1.0, active at sigma=1 (gradient norms of a few
+every cell, not tuned per cell. The warm-up follows `num_train_steps` (a field reference), so
+shortening a run rescales it. Gradient clipping: global norm 1.0, active at sigma=1 (gradient norms of a few
 units late in training) and never reached at sigma <= 0.1, where the plain MSE is tiny; the
 0.1 of the image experiments is tuned to a reconstruction loss of a different scale.
 

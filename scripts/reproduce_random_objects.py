@@ -49,13 +49,9 @@ COST_ORDER = {"emd": 0, "mesh": 1, "sinkhorn": 2, "softmax": 3}
 
 
 def _env(jobs: int) -> dict:
-  env = dict(os.environ)
+  env = launch.one_thread_env() if jobs > 1 else dict(os.environ)  # One core per process.
   env.setdefault("JAX_PLATFORMS", "cpu")
   env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-  if jobs > 1:  # One core per process.
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
-                        "intra_op_parallelism_threads=1").strip()
-    env["OMP_NUM_THREADS"] = "1"
   return env
 
 
