@@ -187,6 +187,10 @@ class ConfigTest(absltest.TestCase):
     self.assertEqual(config.model.kernel_size, 3)
     self.assertEqual(config.optimizer.learning_rate, 1e-3)
     self.assertEqual(config.optimizer.warmup_steps, 30)
+    sa = config.model.slot_attention
+    self.assertEqual((sa.mesh_lr_per_entry, sa.mesh_lr), (True, 0.05))  # Per cost entry.
+    sa = clevrer_config.get_config("attention=mesh").model.slot_attention
+    self.assertEqual((sa.mesh_lr_per_entry, sa.mesh_lr), (False, 8.0))  # The reference's step.
     video.preset(config.data.name)  # Known to the task.
     model = video.build_model(config)
     self.assertEqual(model.encoder.kernel_size, 3)
