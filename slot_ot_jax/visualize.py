@@ -182,3 +182,13 @@ def save_png(path: str, array: Any) -> None:
   if directory:
     os.makedirs(directory, exist_ok=True)
   Image.fromarray(array).save(path, format="PNG")
+
+
+def save_figure(fig, path: str) -> None:
+  """Writes a matplotlib figure as a PNG (creating its folder) and closes it."""
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  directory = os.path.dirname(path)
+  if directory:
+    os.makedirs(directory, exist_ok=True)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)

@@ -1,7 +1,7 @@
 """The analysis figures at toy sizes: they render, and their curves have the papers' properties.
 
 The attention-map figure (two trained models) is exercised by notebooks/object_discovery.ipynb,
-which calls `figures.plot_attention_maps` at toy size in tests/test_notebooks.py.
+which calls `attention_figure.plot_attention_maps` at toy size in tests/test_notebooks.py.
 """
 import os
 import tempfile
@@ -9,6 +9,7 @@ import tempfile
 from absl.testing import absltest
 import numpy as np
 
+from slot_ot_jax import attention_figure
 from slot_ot_jax import figures
 
 # One toy rendering of each figure for the whole module (the expensive part is compilation).
@@ -99,13 +100,13 @@ class AttentionStatsTest(absltest.TestCase):
     uniform = np.full((1, 1, 4, 2), 0.25)
     peaked = np.zeros((1, 1, 4, 2))
     peaked[0, 0, 0, :] = 1.0                      # both slots on the object pixel
-    stats = figures.attention_stats(np.concatenate([uniform, peaked]), segmentation)
+    stats = attention_figure.attention_stats(np.concatenate([uniform, peaked]), segmentation)
     np.testing.assert_allclose(stats["entropy"], [1.0, 0.0], atol=1e-12)
     np.testing.assert_allclose(stats["background"], [0.75, 0.0], atol=1e-12)
 
   def test_rejects_a_downsampled_grid(self):
     with self.assertRaisesRegex(ValueError, "full-resolution"):
-      figures.attention_stats(np.ones((1, 1, 4, 2)), np.zeros((1, 4, 4), np.int32))
+      attention_figure.attention_stats(np.ones((1, 1, 4, 2)), np.zeros((1, 4, 4), np.int32))
 
 
 class CommandLineTest(absltest.TestCase):
