@@ -30,6 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from slot_ot_jax import mesh_ot
 from slot_ot_jax import transport
 
 Array = jax.Array
@@ -142,7 +143,7 @@ class SlotAttention(nn.Module):
       "uniform" (a = s / N, b = s / K); s = marginal_scale or K. Unused by softmax.
     marginal_scale: total mass s of the marginals (default: the number of slots K).
     mesh_steps, mesh_lr, mesh_noise_scale, mesh_temperature, mesh_reuse_potentials:
-      see `transport.mesh`; learn_mesh_lr makes lr a parameter initialised at mesh_lr.
+      see `mesh_ot.mesh`; learn_mesh_lr makes lr a parameter initialised at mesh_lr.
     mesh_lr_per_entry: read mesh_lr as the step per cost entry: the normalised MESH step
       is multiplied by sqrt(N K), so each of the N*K entries moves by about mesh_lr (root
       mean square) whatever the problem size. False (default, the reference) moves the
@@ -375,7 +376,7 @@ class SlotAttention(nn.Module):
     if pair_sim is not None:
       s = pair_sim(z)                                           # [B, K, K]
       plan0 = transport.sinkhorn(cost, a, b, **sk)[0]           # sinkhorn(C), eq. 13
-    cost_mesh, init = transport.mesh(
+    cost_mesh, init = mesh_ot.mesh(
         cost, a, b, noise, num_steps=self.mesh_steps, lr=lr,
         noise_scale=self.mesh_noise_scale, sinkhorn_iters=self.sinkhorn_iters,
         temperature=self.mesh_temperature, reuse_potentials=self.mesh_reuse_potentials,

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from slot_ot_jax import attention_figure
+from slot_ot_jax import mesh_ot
 from slot_ot_jax import transport
 from slot_ot_jax import visualize
 
@@ -82,7 +83,7 @@ def scaled_identity_curves(scales: Sequence[float], *, size: int = FIG1_SIZE,
   """Entropy of the plan and |d entropy / d cost| on cost = -scale * I (size x size).
 
   Sinkhorn: plan = sinkhorn(C, 1, 1, temperature=tau). MESH: plan = sinkhorn(MESH(C)) with
-  learning rate lr (`transport.mesh_sinkhorn`, straight-through gradient, the SA-MESH
+  learning rate lr (`mesh_ot.mesh_sinkhorn`, straight-through gradient, the SA-MESH
   default). The entropy is Shannon's (`transport.entropy`) divided by that of the uniform
   plan, so 1 is the maximum; the gradient is the Frobenius norm of d entropy / d C, both for
   the normalised entropy.
@@ -111,7 +112,7 @@ def scaled_identity_curves(scales: Sequence[float], *, size: int = FIG1_SIZE,
 
   sinkhorn_plan = lambda c, tau: transport.sinkhorn(
       c, ones, ones, num_iters=sinkhorn_iters, temperature=tau)[0]
-  mesh_plan = lambda c, lr: transport.mesh_sinkhorn(
+  mesh_plan = lambda c, lr: mesh_ot.mesh_sinkhorn(
       c, ones, ones, noise, lr=lr, num_steps=mesh_steps, noise_scale=noise_scale,
       sinkhorn_iters=sinkhorn_iters)
   out = {}
@@ -226,7 +227,7 @@ def reuse_potentials_gaps(max_steps: int = 8, *, batch: int = 64, num_inputs: in
   def mesh_after(num_done: int, reuse: bool):
     # MESH with `num_done` steps gives C'_(num_done) and the potentials its last step
     # computed: exactly the warm start of step num_done + 1.
-    c, pots = transport.mesh(cost, a, b, noise, num_steps=num_done, lr=lr,
+    c, pots = mesh_ot.mesh(cost, a, b, noise, num_steps=num_done, lr=lr,
                              noise_scale=noise_scale, sinkhorn_iters=sinkhorn_iters,
                              reuse_potentials=reuse)
     if not (reuse and num_done > 0):

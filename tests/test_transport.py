@@ -13,6 +13,7 @@ import numpy as np
 import scipy.optimize
 
 from slot_ot_jax import exact_ot
+from slot_ot_jax import mesh_ot
 from slot_ot_jax import transport as T
 
 
@@ -277,6 +278,13 @@ class MeshTest(chex.TestCase):
       exact, _ = T.sinkhorn(cm, a, b, num_iters=1000)
       gaps[reuse] = float(jnp.mean(jnp.abs(plan - exact)))
     self.assertLess(gaps[True], 0.5 * gaps[False], gaps)
+
+  def test_reached_through_transport(self):
+    # MESH lives in mesh_ot; transport re-exports it lazily (mesh_ot imports transport).
+    self.assertIs(T.mesh, mesh_ot.mesh)
+    self.assertIs(T.mesh_sinkhorn, mesh_ot.mesh_sinkhorn)
+    with self.assertRaisesRegex(AttributeError, "no attribute 'mesh_solver'"):
+      getattr(T, "mesh_solver")
 
   def test_custom_objective(self):
     cost, a, b, noise = _problem(14)
