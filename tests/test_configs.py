@@ -70,6 +70,8 @@ class RandomObjectsConfigTest(parameterized.TestCase):
     self.assertTrue(sa.detach_slots)
     # MESH steps of 0.05 per cost entry, the image setting's per-entry step.
     self.assertEqual((sa.mesh_lr_per_entry, sa.mesh_lr), (True, 0.05))
+    # ... differentiated through (second order), not straight through as in the reference.
+    self.assertTrue(sa.mesh_differentiate_steps)
     self.assertEqual((config.batch_size, config.num_train_steps), (64, 20_000))
     self.assertEqual((config.data.num_train, config.data.num_eval), (64_000, 6_400))
     self.assertEqual((config.data.num_objects, config.data.num_background, config.data.dim),
