@@ -10,7 +10,8 @@ jits its train step on one device, warms each up with 3 steps, then runs the att
 turn, one step each per round, for `--repeats` rounds on the same pre-fetched batches, and
 prints the median step time and its ratio to the first attention. `--threads 1` (default):
 single-threaded XLA, as the training grid runs. `--baseline REV` adds one more model,
-SA-MESH with `slot_ot_jax/transport.py` taken from that git revision, in the same rounds.
+SA-MESH with `slot_ot_jax/transport.py` (and `mesh_ot.py`, where it exists) taken from that
+git revision, in the same rounds.
 """
 from __future__ import annotations
 
@@ -42,15 +43,16 @@ def main():
   from slot_ot_jax import tasks, train  # pylint: disable=g-import-not-at-top
 
   attentions = args.attentions.split(",")
-  variants = [(name, name, attention_lib.transport) for name in attentions]
+  variants = [(name, name, None) for name in attentions]
   if args.baseline:
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     from transport_profile import module_at  # pylint: disable=g-import-not-at-top
     variants.append((f"mesh@{args.baseline}", "mesh", module_at(args.baseline)))
   runs = {}
-  current = attention_lib.transport
-  for label, attention, transport_module in variants:
-    attention_lib.transport = transport_module  # traced (compiled) with this module
+  current = attention_lib.transport, attention_lib.mesh_ot
+  for label, attention, baseline in variants:
+    if baseline is not None:  # traced (compiled) with the baseline's Sinkhorn and MESH
+      attention_lib.transport = attention_lib.mesh_ot = baseline
     config = ro_config.get_config(f"attention={attention},sigma={args.sigma}")
     task = tasks.get_task(config)
     trainer = train.Trainer(config, task, jax.devices()[:1])
@@ -61,7 +63,7 @@ def main():
     for i in range(3):  # compile and warm up
       state, _, finite = trainer.train_step(state, batch_list[i % 4])
     finite.block_until_ready()
-    attention_lib.transport = current
+    attention_lib.transport, attention_lib.mesh_ot = current
     runs[label] = dict(trainer=trainer, state=state, batches=batch_list, times=[],
                        compile_s=time.perf_counter() - t0)
   print(f"# jax {jax.__version__}, single-threaded: {args.threads == 1}, sigma {args.sigma}, "

@@ -27,17 +27,37 @@ from transport_speed import bench_round, make_problem  # pylint: disable=g-impor
 DEFAULT_SHAPES = "64x4096x11,64x105x5"
 
 
-def module_at(revision):
-  """transport.py at a git revision, imported as a standalone module."""
+def _git_show(revision, path):
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  source = subprocess.run(["git", "show", f"{revision}:slot_ot_jax/transport.py"], cwd=root,
-                          check=True, capture_output=True, text=True).stdout
-  path = os.path.join(tempfile.mkdtemp(), "transport_baseline.py")
+  result = subprocess.run(["git", "show", f"{revision}:{path}"], cwd=root, capture_output=True,
+                          text=True)
+  return result.stdout if result.returncode == 0 else None
+
+
+def _load(name, source):
+  path = os.path.join(tempfile.mkdtemp(), f"{name}.py")
   with open(path, "w") as f:
     f.write(source)
-  spec = importlib.util.spec_from_file_location("transport_baseline", path)
+  spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
+  sys.modules[name] = module
   spec.loader.exec_module(module)
+  return module
+
+
+def module_at(revision):
+  """transport.py at a git revision, imported as a standalone module, with that revision's
+  MESH (in transport.py itself before it moved to mesh_ot.py, in mesh_ot.py after)."""
+  source = _git_show(revision, "slot_ot_jax/transport.py")
+  if source is None:
+    raise ValueError(f"slot_ot_jax/transport.py not found at revision {revision!r}")
+  module = _load("transport_baseline", source)
+  mesh_source = _git_show(revision, "slot_ot_jax/mesh_ot.py")
+  if mesh_source is not None:  # its Sinkhorn imports must resolve to the baseline's
+    mesh_source = mesh_source.replace("from slot_ot_jax.transport import",
+                                      "from transport_baseline import")
+    mesh_module = _load("mesh_ot_baseline", mesh_source)
+    module.mesh, module.mesh_sinkhorn = mesh_module.mesh, mesh_module.mesh_sinkhorn
   return module
 
 
