@@ -20,6 +20,7 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from configs import object_discovery as od_config  # pylint: disable=g-import-not-at-top
+from slot_ot_jax import mesh_ot
 from slot_ot_jax import tasks
 from slot_ot_jax import train
 from slot_ot_jax import transport
@@ -69,15 +70,16 @@ class MixedPrecisionTest(parameterized.TestCase):
         recorded.append((name, [x.dtype for x in args if hasattr(x, "dtype")]))
         return fn(*args, **kwargs)
       return wrapped
-    names = ("sinkhorn", "mesh", "emd_sinkhorn")
-    originals = {name: getattr(transport, name) for name in names}
+    # The modules SlotAttention calls them from (MESH lives in mesh_ot).
+    modules = {"sinkhorn": transport, "mesh": mesh_ot, "emd_sinkhorn": transport}
+    originals = {name: getattr(module, name) for name, module in modules.items()}
     try:
-      for name in names:
-        setattr(transport, name, recording(originals[name], name))
+      for name, module in modules.items():
+        setattr(module, name, recording(originals[name], name))
       outputs, variables, sown, jaxpr = _trace(_config(attention))
     finally:
       for name, fn in originals.items():
-        setattr(transport, name, fn)
+        setattr(modules[name], name, fn)
 
     called = {name for name, _ in recorded}
     self.assertIn({"sinkhorn": "sinkhorn", "mesh": "mesh", "emd": "emd_sinkhorn"}[attention],
