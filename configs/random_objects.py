@@ -74,8 +74,8 @@ step. Run the reference's path with `--config.model.slot_attention.mesh_differen
 
 Runtime of one 20k-step run on one core of a 2-core x86_64 CPU, two runs side by side: SA
 1.8-2.0 min, SA-SH 2.7-2.8 min, SA-MESH 6.3-7.0 min, SA-EMD 10.2-11.2 min in the first grid;
-SA-MESH 10-16 min in the later ones on the same machine under more load; SA-EMD 17-20 min
-there (its host solve of 64 problems of 105 x 5: 10 ms with POT's solver called directly, 35 ms
+SA-MESH 10-16 min in the later ones on the same machine under more load (17-28 min with the
+differentiated MESH steps, the default now); SA-EMD 17-25 min there (its host solve of 64 problems of 105 x 5: 10 ms with POT's solver called directly, 35 ms
 through `ot.emd`). GPU: not measured.
 """
 from __future__ import annotations
