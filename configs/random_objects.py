@@ -69,13 +69,15 @@ default, take each step as a constant (straight through). SA-MESH RMSE/sigma per
   sigma = 0.01:  0.650 / 0.764 / 0.816   against 0.657 / 0.742 / 0.794   (paper 0.31)
 At sigma = 0.1 the differentiated runs leave the mass-on-the-zeros solution above (1.0-1.6
 of 5 units on the zeros); at sigma = 1 every seed is lower by 0.002-0.011; at sigma = 0.01
-the curves stay within 0.04 of each other (inside the seed spread). It costs about 1.3-2x the time per
-step. Run the reference's path with `--config.model.slot_attention.mesh_differentiate_steps=False`.
+the curves stay within 0.04 of each other (inside the seed spread). A run takes 17-28 min
+instead of 10-16 on the shared machine (step times not measured). Run the reference's path
+with `--config.model.slot_attention.mesh_differentiate_steps=False`.
 
 Runtime of one 20k-step run on one core of a 2-core x86_64 CPU, two runs side by side: SA
 1.8-2.0 min, SA-SH 2.7-2.8 min, SA-MESH 6.3-7.0 min, SA-EMD 10.2-11.2 min in the first grid;
 SA-MESH 10-16 min in the later ones on the same machine under more load (17-28 min with the
-differentiated MESH steps, the default now); SA-EMD 17-25 min there (its host solve of 64 problems of 105 x 5: 10 ms with POT's solver called directly, 35 ms
+differentiated MESH steps, the default now); SA-EMD 17-25 min there (its host solve of 64
+problems of 105 x 5: 10 ms with POT's solver called directly, 35 ms
 through `ot.emd`). GPU: not measured.
 """
 from __future__ import annotations
