@@ -24,7 +24,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from slot_ot_jax import train
+from slot_ot_jax.training import train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(

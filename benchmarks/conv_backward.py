@@ -26,6 +26,8 @@ import os
 import statistics
 import time
 
+import host  # benchmarks/host.py, beside this script
+
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -109,6 +111,7 @@ def main():
     err = float(jnp.max(jnp.abs(fn(x, g) - ref)) / jnp.max(jnp.abs(ref)))
     rows.append((name, time_fn(fn, x, g), err))
 
+  host.print_host()
   print(f"# jax {jax.__version__}, {args.threads} thread(s); x [{b}, {h}, {h}, {c}], "
         f"w [{k}, {k}, {c}, {c}]; median of {args.repeats}; load average "
         f"{os.getloadavg()[0]:.1f}")

@@ -10,7 +10,7 @@ jits its train step on one device, warms each up with 3 steps, then runs the att
 turn, one step each per round, for `--repeats` rounds on the same pre-fetched batches, and
 prints the median step time and its ratio to the first attention. `--threads 1` (default):
 single-threaded XLA, as the training grid runs. `--baseline REV` adds one more model,
-SA-MESH with `slot_ot_jax/transport.py` (and `mesh_ot.py`, where it exists) taken from that
+SA-MESH with `slot_ot_jax/transport/sinkhorn_ot.py` (and `mesh_ot.py`, where it exists) taken from that
 git revision, in the same rounds.
 """
 from __future__ import annotations
@@ -20,6 +20,9 @@ import os
 import statistics
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import host  # noqa: E402  (benchmarks/host.py)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,8 +42,9 @@ def main():
   sys.path.insert(0, ROOT)
   import jax  # pylint: disable=g-import-not-at-top
   from configs import random_objects as ro_config  # pylint: disable=g-import-not-at-top
-  from slot_ot_jax import attention as attention_lib  # pylint: disable=g-import-not-at-top
-  from slot_ot_jax import tasks, train  # pylint: disable=g-import-not-at-top
+  from slot_ot_jax.modules import attention as attention_lib  # pylint: disable=g-import-not-at-top
+  from slot_ot_jax import tasks  # pylint: disable=g-import-not-at-top
+  from slot_ot_jax.training import train  # pylint: disable=g-import-not-at-top
 
   attentions = args.attentions.split(",")
   variants = [(name, name, None) for name in attentions]
@@ -66,6 +70,7 @@ def main():
     attention_lib.transport, attention_lib.mesh_ot = current
     runs[label] = dict(trainer=trainer, state=state, batches=batch_list, times=[],
                        compile_s=time.perf_counter() - t0)
+  host.print_host()
   print(f"# jax {jax.__version__}, single-threaded: {args.threads == 1}, sigma {args.sigma}, "
         f"median of {args.repeats} interleaved steps; load average at start {os.getloadavg()}")
   for r in range(args.repeats):

@@ -22,7 +22,7 @@ Attentions: softmax (SA; official "original_slot_attention", dot product), sinkh
 
 One training step is what each side does per batch: forward, MSE reconstruction loss,
 backward, global-norm gradient clipping at 0.1 and an Adam update. Ours is the trainer's
-jitted `train_step` (`slot_ot_jax/train.py`); the official step is the body of its Lightning
+jitted `train_step` (`slot_ot_jax/training/train.py`); the official step is the body of its Lightning
 `training_step` without the training-time ARI metric and logging, i.e. net(x), F.mse_loss,
 backward, clip_grad_norm_(0.1), Adam.step. Timing: `--warmup` untimed steps each, then
 `--repeats` rounds in which both sides run one step, the order alternating between rounds
@@ -38,6 +38,9 @@ import platform
 import statistics
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import host  # noqa: E402  (benchmarks/host.py)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OFFICIAL_URL = "https://github.com/davzha/MESH"
@@ -109,7 +112,8 @@ class Ours:
   def __init__(self, setup: dict, seed: int = 0):
     import jax  # pylint: disable=g-import-not-at-top
     import numpy as np  # pylint: disable=g-import-not-at-top
-    from slot_ot_jax import tasks, train  # pylint: disable=g-import-not-at-top
+    from slot_ot_jax import tasks  # pylint: disable=g-import-not-at-top
+    from slot_ot_jax.training import train  # pylint: disable=g-import-not-at-top
     config = setup["config"]
     self._jax = jax
     self.trainer = train.Trainer(config, tasks.get_task(config), jax.devices()[:1])
@@ -224,7 +228,7 @@ def main():
   import jax  # pylint: disable=g-import-not-at-top
   module, status = official_status(a)
   load_before = os.getloadavg()
-  header = [
+  header = host.host_lines() + [
       f"Machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores; "
       f"jax {jax.__version__}; {a.threads} thread(s) per side; load average before: "
       + ", ".join(f"{x:.2f}" for x in load_before),

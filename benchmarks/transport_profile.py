@@ -1,5 +1,5 @@
 """Per-part timing and memory of Sinkhorn and MESH, optionally beside an earlier revision of
-`slot_ot_jax/transport.py` (not a test): where the forward+backward time goes.
+`slot_ot_jax/transport/sinkhorn_ot.py` (not a test): where the forward+backward time goes.
 
   python benchmarks/transport_profile.py [--shapes 64x4096x11,64x105x5] [--repeats 10]
       [--baseline GIT_REVISION]
@@ -23,6 +23,9 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from transport_speed import bench_round, make_problem  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import host  # noqa: E402  (benchmarks/host.py)
 
 DEFAULT_SHAPES = "64x4096x11,64x105x5"
 
@@ -48,11 +51,11 @@ def _load(name, source):
 def module_at(revision):
   """transport.py at a git revision, imported as a standalone module, with that revision's
   MESH (in transport.py itself before it moved to mesh_ot.py, in mesh_ot.py after)."""
-  source = _git_show(revision, "slot_ot_jax/transport.py")
+  source = _git_show(revision, "slot_ot_jax/transport/sinkhorn_ot.py")
   if source is None:
-    raise ValueError(f"slot_ot_jax/transport.py not found at revision {revision!r}")
+    raise ValueError(f"slot_ot_jax/transport/sinkhorn_ot.py not found at revision {revision!r}")
   module = _load("transport_baseline", source)
-  mesh_source = _git_show(revision, "slot_ot_jax/mesh_ot.py")
+  mesh_source = _git_show(revision, "slot_ot_jax/transport/mesh_ot.py")
   if mesh_source is not None:  # its Sinkhorn imports must resolve to the baseline's
     mesh_source = mesh_source.replace("from slot_ot_jax.transport import",
                                       "from transport_baseline import")
@@ -93,6 +96,7 @@ def main():
   versions = {"now": transport}
   if args.baseline:
     versions[args.baseline] = module_at(args.baseline)
+  host.print_host()
   print(f"# jax {jax.__version__}, float32, single-threaded: {args.threads == 1}, median of "
         f"{args.repeats} interleaved; load average at start {os.getloadavg()}")
   cols = list(versions)

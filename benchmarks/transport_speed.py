@@ -30,6 +30,9 @@ import statistics
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import host  # noqa: E402  (benchmarks/host.py)
+
 DEFAULT_SHAPES = "64x4096x11,64x4096x6,64x1024x7,64x105x5"
 METHODS = ("softmax", "sinkhorn", "mesh", "ott")
 
@@ -120,6 +123,7 @@ def main(argv=None):
     loss = lambda c, a, b, nz, w: jnp.sum(w * plan_fn(c, a, b, nz))
     return plan_fn, jax.value_and_grad(loss)
 
+  host.print_host()
   print(f"# jax {jax.__version__}"
         + (f", torch {official[1].__version__}" if official else "")
         + f", {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "

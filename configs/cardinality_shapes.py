@@ -16,7 +16,7 @@ The CPU-sized analogue of 003's CLEVR6 (6, 7) -> CLEVR10 study: train on shapes/
 sprites) with 4 slots, 3 iterations; evaluate with 5 iterations (003 §5) on shapes/16x16_6
 (1-6 sprites of the same sizes; test split, 1,280 scenes as 003) with 4 slots, and in
 `mode=eval` the sweep over slot counts 4,6,8,10 x every object count present
-(`slot_ot_jax/cardinality.py`). Model: the Multi-dSprites autoencoder (full-resolution
+(`slot_ot_jax/evaluation/cardinality.py`). Model: the Multi-dSprites autoencoder (full-resolution
 broadcast decoder) at 16x16 with 3x3 convs of 16 channels (model.kernel_size=3, for CPU
 speed), slot size 32, slot MLP 64; batch 16, Adam 1e-3, warm-up 10%, the learning rate halved
 once over the run, clipping 0.1. The learning rate was chosen on one run (weighted mean, seed

@@ -14,7 +14,7 @@ Setting `clevr10_krimmel` of configs/object_discovery.py: training as configs/cl
 (CLEVR6, crop 192 -> 128, random horizontal flips, 3 iterations, SA's CNN autoencoder,
 Adam 4e-4, warm-up 10k, decay 0.5 per 100k, 500k steps at batch 64) with `slots` slots;
 evaluation with 5 iterations (003 §5) on multi_object_datasets/clevr10_krimmel (1,280 test
-scenes, 003 §5), 11 slots; `mode=eval` adds the sweep of slot_ot_jax/cardinality.py:
+scenes, 003 §5), 11 slots; `mode=eval` adds the sweep of slot_ot_jax/evaluation/cardinality.py:
 FG-ARI, ARI, FG-mIoU and loss for 7..13 slots x every object count present, written to
 <workdir>/cardinality/ (JSON, markdown, 003 Fig. 1 style PNG, TensorBoard image).
 Data: python datasets/prepare.py multi_object_datasets/clevr6 --manual_dir=MANUAL_DIR, and

@@ -30,7 +30,7 @@ paper nor the reference configs: 0.1 is our choice. Adam 4e-4, warm-up 10k, halv
 clipping 0.1, batch 64, 530 epochs of the 9,998 training videos = 82,793 steps.
 
 Published (Table 5, 5 seeds, %): SA-MESH FG-ARI 93.8 / 92.9, FG-mIoU 44.1 / 54.4, TC 80.2 /
-55.4 on S / L; the other rows are in slot_ot_jax/video.py (PUBLISHED) and the README.
+55.4 on S / L; the other rows are in slot_ot_jax/tasks/video.py (PUBLISHED) and the README.
 
 Runtime: not measured on an accelerator; each step encodes, attends and decodes two 64x64
 frames, about twice a Multi-dSprites step (whose 500k steps take about a day for SA on one
@@ -70,7 +70,7 @@ def build(data_name: str, arg: str | None, *, resolution: int, max_objects: int,
   config.batch_size = config.eval_batch_size = batch_size
 
   config.data = ml_collections.ConfigDict()
-  config.data.name = data_name           # A key of slot_ot_jax.video.PRESETS.
+  config.data.name = data_name           # A key of slot_ot_jax.tasks.video.PRESETS.
   config.data.data_dir = ml_collections.config_dict.placeholder(str)
   config.data.manual_dir = ml_collections.config_dict.placeholder(str)
   config.data.prepare = True

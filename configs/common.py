@@ -13,7 +13,7 @@ from typing import Any
 import ml_collections
 from ml_collections import config_dict
 
-# Attention choices of `slot_ot_jax.attention.SlotAttention`, by config name.
+# Attention choices of `slot_ot_jax.modules.attention.SlotAttention`, by config name.
 ATTENTIONS = ("softmax", "sinkhorn", "emd", "mesh")
 
 
@@ -72,7 +72,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   and locks it.
   """
   config = ml_collections.ConfigDict()
-  config.task = ""                       # Key of the task registry, see slot_ot_jax/tasks.py.
+  config.task = ""                       # Key of the task registry, see slot_ot_jax/tasks/base.py.
   config.seed = 0                        # Parameter init and per-step RNG.
   config.num_train_steps = 500_000
   config.batch_size = 64                 # Global batch over all devices and hosts.

@@ -2,11 +2,11 @@ r"""DINOSAUR on MOVi-C / MOVi-D: Krimmel et al. §5.2, Table 1, Figs. 3-5, App. 
 
 A feature autoencoder with slot attention over frozen DINO ViT-B/8 patch features (28 x 28
 x 768 per 224x224 frame), trained on single frames of MOVi-C and evaluated with the alpha
-masks upsampled to 224x224 (slot_ot_jax/dinosaur.py). Three steps:
+masks upsampled to 224x224 (slot_ot_jax/tasks/dinosaur.py). Three steps:
 
   1. the kubric TFDS release on disk (source gs://kubric-public/tfds/movi_c/256x256/1.0.0,
-     likewise movi_d; layout in slot_ot_jax/movi.py), under MOVI_DIR;
-  2. the features, once (weights: the DINO ViT-B/8 checkpoint as an .npz, slot_ot_jax/vit.py):
+     likewise movi_d; layout in slot_ot_jax/data/movi.py), under MOVI_DIR;
+  2. the features, once (weights: the DINO ViT-B/8 checkpoint as an .npz, slot_ot_jax/modules/vit.py):
        python scripts/extract_vit_features.py --movi_dir=MOVI_DIR --name=movi_c \
            --weights=dino_vitb8.npz --out_dir=data/movi_features
      (and --name=movi_d --splits=validation,test for the zero-shot evaluation);

@@ -11,7 +11,7 @@ Arguments (all settings): attention=softmax|sinkhorn|mesh (SA, SA-SH, SA-MESH),
 update_norm=auto|weighted_mean|sum|weighted_sum|layer_norm|batch_norm (003), seed=<int>,
 runlocal=1 (a one-minute CPU run on shapes/tiny with a small model).
 Mixed precision (GPU/TPU): --config.model.compute_dtype=bfloat16 computes the backbone in
-bfloat16 while the OT core stays float32 (see slot_ot_jax/attention.py).
+bfloat16 while the OT core stays float32 (see slot_ot_jax/modules/attention.py).
 
 Evaluation only, from the workdir's latest checkpoint, on the test split:
 
@@ -23,7 +23,7 @@ Evaluation only, from the workdir's latest checkpoint, on the test split:
 
 writes WORKDIR/eval_metrics.json (FG-ARI, FG-mIoU, optional per-object-count and per-slot-count
 breakdowns) and the image grid under WORKDIR/images/; with sweep_slot_counts, the cardinality
-sweep of 003 (slot_ot_jax/cardinality.py) writes WORKDIR/cardinality/sweep.{json,md} and figures.
+sweep of 003 (slot_ot_jax/evaluation/cardinality.py) writes WORKDIR/cardinality/sweep.{json,md} and figures.
 
 Settings (hyper-parameters: SA supplement Table 10, MESH App. F.3): batch 64, Adam 4e-4,
 linear warm-up 10k, decay 0.5 per 100k, global-norm clipping 0.1 (MESH reference), 3 iterations.
@@ -85,7 +85,7 @@ SETTINGS = {
 
 
 def _data_config() -> ml_collections.ConfigDict:
-  # Same fields as `slot_ot_jax.input_pipeline.get_data_config()`, listed here so that
+  # Same fields as `slot_ot_jax.data.input_pipeline.get_data_config()`, listed here so that
   # loading a config does not import TensorFlow (tests/test_object_discovery.py compares them).
   c = ml_collections.ConfigDict()
   c.name = "shapes/32x32"
@@ -152,7 +152,7 @@ def build(setting: str, arg: str | None = None, **arg_defaults) -> ml_collection
   config.evaluation.per_object_count = "eval_dataset" in s
   config.evaluation.slot_counts = s.get("slot_counts", "")  # e.g. "7,9,11".
   config.evaluation.count_unmatched_predictions = False     # True: ClevrTex evaluator mIoU.
-  # mode="eval" only: slot counts x object counts sweep (003; slot_ot_jax/cardinality.py),
+  # mode="eval" only: slot counts x object counts sweep (003; slot_ot_jax/evaluation/cardinality.py),
   # e.g. "7,9,11,13": FG-ARI, ARI, FG-mIoU and loss per cell, table, JSON and figures.
   config.evaluation.sweep_slot_counts = s.get("sweep_slot_counts", "")
 

@@ -70,7 +70,7 @@ def build(setting: str, arg: str | None = None, **arg_defaults) -> ml_collection
   config.seed = arg.seed
   config.runlocal = arg.runlocal
 
-  # The fields of slot_ot_jax.input_pipeline.get_data_config() the pipeline reads.
+  # The fields of slot_ot_jax.data.input_pipeline.get_data_config() the pipeline reads.
   data = config.data
   data.name = s["dataset"]
   data.data_dir = config_dict.placeholder(str)   # TFDS data dir; None = TFDS default.

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import argparse
 
-from slot_ot_jax import input_pipeline
-from slot_ot_jax import video
+from slot_ot_jax.data import input_pipeline
+from slot_ot_jax.tasks import video
 
 
 def main(argv=None) -> None:

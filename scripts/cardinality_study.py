@@ -7,7 +7,7 @@ For every update normalisation (weighted mean = baseline, layer norm, weighted s
 batch norm) and seed, trains `configs/cardinality_shapes.py` (shapes/16x16: 1-3 sprites, 4
 slots, 3 iterations), then evaluates the checkpoint as `main.py --config.mode=eval` does (5
 iterations, shapes/16x16_6 test split: 1,280 scenes of 1-6 sprites), which runs the sweep of
-`slot_ot_jax/cardinality.py` over slot counts 3..10 x object counts. One process per run
+`slot_ot_jax/evaluation/cardinality.py` over slot counts 3..10 x object counts. One process per run
 (training and sweep share its start-up), --jobs at a time (one CPU thread each when > 1). A
 run whose workdir already holds final_metrics.json (training) or cardinality/sweep.json
 (sweep) does not repeat that part.
@@ -48,7 +48,7 @@ def _worker(runs, a):
   import jax  # pylint: disable=g-import-not-at-top
   from absl import logging  # pylint: disable=g-import-not-at-top
   from configs import cardinality_shapes  # pylint: disable=g-import-not-at-top
-  from slot_ot_jax import train  # pylint: disable=g-import-not-at-top
+  from slot_ot_jax.training import train  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)
   jax.config.update("jax_compilation_cache_dir", os.path.join(a.workdir, "jax_cache"))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
@@ -134,7 +134,7 @@ def _pm(values, scale=100.0, digits=1):
 def write_report(runs, norms, seeds, a):
   from configs import cardinality_shapes  # pylint: disable=g-import-not-at-top
   """Markdown table, JSON of every sweep and the two figures (see the module docstring)."""
-  from slot_ot_jax import cardinality  # pylint: disable=g-import-not-at-top
+  from slot_ot_jax.evaluation import cardinality  # pylint: disable=g-import-not-at-top
   tables, walls, finals = {}, {}, {}
   missing = [r for r in runs if not os.path.exists(
       os.path.join(a.workdir, f"{r[0]}_{r[1]}", "cardinality", "sweep.json"))]

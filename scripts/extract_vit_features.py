@@ -4,8 +4,8 @@ r"""Runs a frozen ViT over the frames of a kubric MOVi dataset once; stores a TF
       --weights=dino_vitb8.npz --out_dir=FEATURES [--splits=train,validation,test]
 
 DATA holds the kubric release in TFDS layout (DATA/movi_c/256x256/1.0.0, see
-slot_ot_jax/movi.py for the source bucket); the weights are an .npz of the DINO ViT-B/8
-state_dict (slot_ot_jax/vit.py says how to convert the official checkpoint); nothing is
+slot_ot_jax/data/movi.py for the source bucket); the weights are an .npz of the DINO ViT-B/8
+state_dict (slot_ot_jax/modules/vit.py says how to convert the official checkpoint); nothing is
 downloaded. Krimmel et al. App. F (after Seitzer et al.): each frame is resized
 bicubically to 224x224, normalised with the ImageNet mean and deviation, and the ViT's
 28 x 28 x 768 patch features (class token dropped) are stored at half precision, with the
@@ -34,8 +34,8 @@ import jax
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from slot_ot_jax import movi
-from slot_ot_jax import vit as vit_lib
+from slot_ot_jax.data import movi
+from slot_ot_jax.modules import vit as vit_lib
 
 
 def feature_spec(num_patches: int, width: int, size: int, store_images: bool):

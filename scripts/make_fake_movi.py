@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from slot_ot_jax import movi  # pylint: disable=g-import-not-at-top,wrong-import-position
+from slot_ot_jax.data import movi  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def movi_features(num_frames: int, size: int) -> tfds.features.FeaturesDict:

@@ -16,7 +16,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from slot_ot_jax import event_files  # pylint: disable=g-import-not-at-top
+from slot_ot_jax.analysis import event_files  # pylint: disable=g-import-not-at-top
 
 
 def parse_curves(specs):

@@ -31,7 +31,7 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from slot_ot_jax import launch  # pylint: disable=g-import-not-at-top,wrong-import-position
+from slot_ot_jax.training import launch  # pylint: disable=g-import-not-at-top,wrong-import-position
 NAMES = {"softmax": "SA", "sinkhorn": "SA-SH", "emd": "SA-EMD", "mesh": "SA-MESH"}
 KEYS = ("ap_inf", "ap_1", "ap_0.5", "ap_0.25", "ap_0.125", "ap_0.0625")
 

@@ -32,7 +32,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from slot_ot_jax import launch  # pylint: disable=g-import-not-at-top,wrong-import-position
+from slot_ot_jax.training import launch  # pylint: disable=g-import-not-at-top,wrong-import-position
 PAPER = {  # Table 1: RMSE / sigma, median over 5 seeds.
     ("softmax", 1.0): 0.44, ("softmax", 0.1): 0.53, ("softmax", 0.01): 0.65,
     ("sinkhorn", 1.0): 0.27, ("sinkhorn", 0.1): 0.32, ("sinkhorn", 0.01): 0.41,
@@ -177,7 +177,8 @@ def _time_one(attention: str, steps: int) -> None:
   sys.path.insert(0, REPO)
   import jax  # pylint: disable=g-import-not-at-top
   from configs import random_objects as ro_config  # pylint: disable=g-import-not-at-top
-  from slot_ot_jax import tasks, train  # pylint: disable=g-import-not-at-top
+  from slot_ot_jax import tasks  # pylint: disable=g-import-not-at-top
+  from slot_ot_jax.training import train  # pylint: disable=g-import-not-at-top
   config = ro_config.get_config(f"attention={attention},sigma=0.01")
   task = tasks.get_task(config)
   trainer = train.Trainer(config, task, jax.devices())

@@ -31,7 +31,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from slot_ot_jax import launch  # pylint: disable=g-import-not-at-top,wrong-import-position
+from slot_ot_jax.training import launch  # pylint: disable=g-import-not-at-top,wrong-import-position
 # name -> (table name, config arguments)
 VARIANTS = {"sa": ("SA", "attention=softmax"),
             "sa_fixed": ("SA fixed noise", "attention=softmax,noise=fixed"),

@@ -1,4 +1,4 @@
-"""Tests of SlotAttention (slot_ot_jax/attention.py)."""
+"""Tests of SlotAttention (slot_ot_jax/modules/attention.py)."""
 import functools
 import itertools
 import math
@@ -9,8 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from slot_ot_jax import SlotAttention, SlotMLP
-from slot_ot_jax import attention as attention_lib
+from slot_ot_jax import SlotAttention
+from slot_ot_jax import SlotMLP
+from slot_ot_jax.modules import attention as attention_lib
 
 B, N, D_IN, K, D = 2, 12, 6, 3, 8
 

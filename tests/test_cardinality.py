@@ -1,4 +1,4 @@
-"""Tests of the cardinality sweep (slot_ot_jax/cardinality.py) and its configs.
+"""Tests of the cardinality sweep (slot_ot_jax/evaluation/cardinality.py) and its configs.
 
 * The clu fields reduce per-example outputs to the right per-(slots, objects) means and
   scene counts (checked against numpy on random outputs, over two merged batches).
@@ -28,7 +28,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from configs import cardinality_shapes  # pylint: disable=g-import-not-at-top
 from configs import clevr_cardinality
-from slot_ot_jax import cardinality
+from slot_ot_jax.evaluation import cardinality
 
 
 def _fake_outputs(rng, slot_counts, object_counts, batch):
@@ -113,9 +113,9 @@ class EndToEndTest(absltest.TestCase):
 
   def test_sweep_from_eval_mode(self):
     import jax  # pylint: disable=g-import-not-at-top
-    from slot_ot_jax import checkpointing  # pylint: disable=g-import-not-at-top
+    from slot_ot_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
     from slot_ot_jax import tasks  # pylint: disable=g-import-not-at-top
-    from slot_ot_jax import train  # pylint: disable=g-import-not-at-top
+    from slot_ot_jax.training import train  # pylint: disable=g-import-not-at-top
     tmp = tempfile.mkdtemp()
     self.addCleanup(shutil.rmtree, tmp, True)
     workdir = os.path.join(tmp, "run")
@@ -175,7 +175,7 @@ class ConfigTest(absltest.TestCase):
     self.assertEqual(small.evaluation.sweep_slot_counts, "3,5")
 
   def test_krimmel_test_split_has_1280_scenes(self):
-    from slot_ot_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+    from slot_ot_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
     builder = input_pipeline.builder_class("multi_object_datasets")
     for name in ("clevr6_krimmel", "clevr10_krimmel"):
       (split,) = builder.builder_configs[name].splits

@@ -127,7 +127,7 @@ class RandomObjectsConfigTest(parameterized.TestCase):
 class SlotAttentionFieldsTest(absltest.TestCase):
 
   def test_kwargs_match_the_module(self):
-    from slot_ot_jax.attention import SlotAttention  # pylint: disable=g-import-not-at-top
+    from slot_ot_jax.modules.attention import SlotAttention  # pylint: disable=g-import-not-at-top
     fields = {f.name: f.default for f in dataclasses.fields(SlotAttention)
               if f.name not in ("parent", "name")}
     kwargs = common.slot_attention_kwargs(num_slots=5)

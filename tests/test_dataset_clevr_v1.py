@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
-from slot_ot_jax import input_pipeline
+from slot_ot_jax.data import input_pipeline
 
 Builder = input_pipeline.builder_class("clevr_v1")
 clevr = sys.modules[Builder.__module__]

@@ -9,7 +9,7 @@ from absl.testing import absltest
 import numpy as np
 import tensorflow_datasets as tfds
 
-from slot_ot_jax import input_pipeline
+from slot_ot_jax.data import input_pipeline
 
 Builder = input_pipeline.builder_class("clevrer")
 clevrer = sys.modules[Builder.__module__]

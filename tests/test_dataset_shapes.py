@@ -5,7 +5,7 @@ from absl.testing import absltest
 import numpy as np
 import tensorflow_datasets as tfds
 
-from slot_ot_jax import input_pipeline
+from slot_ot_jax.data import input_pipeline
 
 Builder = input_pipeline.builder_class("shapes")
 shapes = sys.modules[Builder.__module__]

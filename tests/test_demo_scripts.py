@@ -104,7 +104,7 @@ class DemoOverrideTest(absltest.TestCase):
 class OneThreadEnvTest(absltest.TestCase):
 
   def test_keeps_flags_and_limits_threads(self):
-    from slot_ot_jax import launch  # pylint: disable=g-import-not-at-top
+    from slot_ot_jax.training import launch  # pylint: disable=g-import-not-at-top
     env = launch.one_thread_env({"XLA_FLAGS": "--xla_foo=1", "PATH": "/bin"})
     self.assertEqual(env["XLA_FLAGS"], "--xla_foo=1 --xla_cpu_multi_thread_eigen=false "
                      "intra_op_parallelism_threads=1")

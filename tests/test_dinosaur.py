@@ -20,11 +20,11 @@ import tensorflow_datasets as tfds
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from configs import movi_dinosaur  # pylint: disable=g-import-not-at-top,wrong-import-position
-from slot_ot_jax import dinosaur  # pylint: disable=g-import-not-at-top,wrong-import-position
-from slot_ot_jax import input_pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
-from slot_ot_jax import movi  # pylint: disable=g-import-not-at-top,wrong-import-position
-from slot_ot_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
-from slot_ot_jax import vit  # pylint: disable=g-import-not-at-top,wrong-import-position
+from slot_ot_jax.tasks import dinosaur  # pylint: disable=g-import-not-at-top,wrong-import-position
+from slot_ot_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
+from slot_ot_jax.data import movi  # pylint: disable=g-import-not-at-top,wrong-import-position
+from slot_ot_jax.training import train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from slot_ot_jax.modules import vit  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _script(name):

@@ -1,4 +1,4 @@
-"""Multi-process data parallelism (slot_ot_jax/train.py, main.py --distributed).
+"""Multi-process data parallelism (slot_ot_jax/training/train.py, main.py --distributed).
 
 Two `main.py --distributed` processes on localhost (a loopback coordinator on a free port,
 two CPU devices each, cross-process collectives through gloo) train the random-objects task
@@ -21,9 +21,9 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from configs import random_objects as ro_config  # pylint: disable=g-import-not-at-top
-from slot_ot_jax import checkpointing
+from slot_ot_jax.training import checkpointing
 from slot_ot_jax import tasks
-from slot_ot_jax import train
+from slot_ot_jax.training import train
 
 ARG = "attention=softmax,sigma=0.1,runlocal=1"
 # 384 / 64 = 6 steps; evaluation on 2 batches of 64.

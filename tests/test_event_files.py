@@ -7,7 +7,7 @@ import unittest
 import numpy as np
 from clu import metric_writers
 
-from slot_ot_jax import event_files
+from slot_ot_jax.analysis import event_files
 
 _SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts",
                        "plot_learning_curves.py")

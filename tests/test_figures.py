@@ -9,8 +9,8 @@ import tempfile
 from absl.testing import absltest
 import numpy as np
 
-from slot_ot_jax import attention_figure
-from slot_ot_jax import figures
+from slot_ot_jax.analysis import attention_figure
+from slot_ot_jax.analysis import figures
 
 # One toy rendering of each figure for the whole module (the expensive part is compilation).
 _OUT = tempfile.mkdtemp(prefix="figures_")

@@ -9,8 +9,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from slot_ot_jax import input_pipeline as ip
-from slot_ot_jax import preprocessing as pp
+from slot_ot_jax.data import input_pipeline as ip
+from slot_ot_jax.data import preprocessing as pp
 
 SHAPES = ip.builder_class("shapes")
 MOD = ip.builder_class("multi_object_datasets")

@@ -1,11 +1,11 @@
-"""Tests of MESH (slot_ot_jax/mesh_ot.py, reached through slot_ot_jax.transport)."""
+"""Tests of MESH (slot_ot_jax/transport/mesh_ot.py, reached through slot_ot_jax.transport)."""
 from absl.testing import absltest
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from slot_ot_jax import mesh_ot
+from slot_ot_jax.transport import mesh_ot
 from slot_ot_jax import transport as T
 from test_transport import _problem  # pylint: disable=g-bad-import-order
 

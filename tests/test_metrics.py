@@ -1,4 +1,4 @@
-"""Tests of the object-discovery metrics (slot_ot_jax/metrics.py)."""
+"""Tests of the object-discovery metrics (slot_ot_jax/evaluation/metrics.py)."""
 import functools
 
 from absl.testing import absltest
@@ -9,7 +9,7 @@ import numpy as np
 import scipy.optimize
 from sklearn.metrics import adjusted_rand_score
 
-from slot_ot_jax import metrics as M
+from slot_ot_jax.evaluation import metrics as M
 
 
 def _ids(*rows):

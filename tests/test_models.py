@@ -1,4 +1,4 @@
-"""Tests of the encoders, decoders and whole models (slot_ot_jax/models.py)."""
+"""Tests of the encoders, decoders and whole models (slot_ot_jax/modules/models.py)."""
 import importlib.util
 from typing import Optional
 
@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from slot_ot_jax import models
+from slot_ot_jax.modules import models
 
 
 class StandInSlotAttention(nn.Module):
@@ -182,12 +182,12 @@ class ForwardTest(absltest.TestCase):
     self.assertEqual(out["predictions"].shape, (1, 3, 19))
 
 
-@absltest.skipIf(importlib.util.find_spec("slot_ot_jax.attention") is None,
-                 "slot_ot_jax.attention is not available")
+@absltest.skipIf(importlib.util.find_spec("slot_ot_jax.modules.attention") is None,
+                 "slot_ot_jax.modules.attention is not available")
 class RealSlotAttentionTest(absltest.TestCase):
 
   def test_forward_with_softmax_slot_attention(self):
-    from slot_ot_jax.attention import SlotAttention  # pylint: disable=g-import-not-at-top
+    from slot_ot_jax.modules.attention import SlotAttention  # pylint: disable=g-import-not-at-top
     attention = SlotAttention(num_slots=3, slot_size=16, mlp_size=32, attention="softmax")
     encoder = models.CNNEncoder(channels=(8, 8), strides=(1, 1), mlp_size=8, out_size=8)
     decoder = models.SpatialBroadcastDecoder(broadcast_resolution=(12, 12), channels=(8,),

@@ -1,4 +1,4 @@
-"""Tests of the object-discovery task (slot_ot_jax/object_discovery.py) and its configs.
+"""Tests of the object-discovery task (slot_ot_jax/tasks/object_discovery.py) and its configs.
 
 Every setting x attention builds its model (jax.eval_shape, no compilation); the papers'
 hyper-parameters are pinned; one short run on `shapes/tiny` (in a temporary data dir) goes
@@ -24,7 +24,7 @@ from configs import clevr10 as clevr10_config  # pylint: disable=g-import-not-at
 from configs import clevrtex_mesh as clevrtex_mesh_config
 from configs import object_discovery as od_config
 from slot_ot_jax import tasks
-from slot_ot_jax import train
+from slot_ot_jax.training import train
 
 
 def _abstract_model(config):
@@ -95,7 +95,7 @@ class ConfigTest(parameterized.TestCase):
     self.assertIn("fg_miou_slots13", names)
 
   def test_data_fields_match_the_pipeline(self):
-    from slot_ot_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+    from slot_ot_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
     self.assertEqual(set(od_config._data_config()), set(input_pipeline.get_data_config()))
 
   def test_bad_arguments(self):

@@ -13,10 +13,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from configs import clevr_properties  # pylint: disable=g-import-not-at-top
 from configs import shapes_properties
-from slot_ot_jax import input_pipeline
-from slot_ot_jax import property_prediction as pp
+from slot_ot_jax.data import input_pipeline
+from slot_ot_jax.tasks import property_prediction as pp
 from slot_ot_jax import tasks
-from slot_ot_jax import train
+from slot_ot_jax.training import train
 
 clevr = sys.modules[input_pipeline.builder_class("clevr_v1").__module__]
 fake = __import__("clevr_v1.make_dummy_data", fromlist=["DUMMY_DIR"])

@@ -1,4 +1,4 @@
-"""Tests of the random-objects experiment (slot_ot_jax/random_objects.py)."""
+"""Tests of the random-objects experiment (slot_ot_jax/tasks/random_objects.py)."""
 import importlib.util
 import itertools
 import json
@@ -17,9 +17,9 @@ import scipy.optimize
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import random_objects as ro_config  # pylint: disable=g-import-not-at-top
-from slot_ot_jax import random_objects as ro
+from slot_ot_jax.tasks import random_objects as ro
 from slot_ot_jax import tasks
-from slot_ot_jax import train
+from slot_ot_jax.training import train
 
 
 def _load_script(name):

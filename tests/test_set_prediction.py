@@ -1,4 +1,4 @@
-"""Tests of slot_ot_jax/set_prediction.py: Hungarian Huber loss and average precision."""
+"""Tests of slot_ot_jax/evaluation/set_prediction.py: Hungarian Huber loss and average precision."""
 import math
 
 import jax
@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from slot_ot_jax import set_prediction as sp
+from slot_ot_jax.evaluation import set_prediction as sp
 
 LAYOUT = sp.CLEVR_LAYOUT  # 3 coords, size 2, material 2, shape 3, colour 8, presence: 19.
 SMALL = sp.TargetLayout(coord_dims=2, groups=(("shape", 3), ("color", 2)), coord_scale=1.0)

@@ -1,4 +1,4 @@
-"""Tests of the optimal-transport core (slot_ot_jax/transport.py)."""
+"""Tests of the optimal-transport core (slot_ot_jax/transport/sinkhorn_ot.py)."""
 import itertools
 from unittest import mock
 
@@ -12,7 +12,7 @@ from jax.test_util import check_grads
 import numpy as np
 import scipy.optimize
 
-from slot_ot_jax import exact_ot
+from slot_ot_jax.transport import exact_ot
 from slot_ot_jax import transport as T
 
 

@@ -1,4 +1,4 @@
-"""The custom-VJP Sinkhorn and MESH (slot_ot_jax/transport.py) against plain autodiff."""
+"""The custom-VJP Sinkhorn and MESH (slot_ot_jax/transport/sinkhorn_ot.py) against plain autodiff."""
 from absl.testing import absltest
 from absl.testing import parameterized
 import jax

@@ -14,12 +14,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from configs import clevrer as clevrer_config  # pylint: disable=g-import-not-at-top
 from configs import shapes_video as shapes_video_config
-from slot_ot_jax import input_pipeline
-from slot_ot_jax import models
-from slot_ot_jax import train
-from slot_ot_jax import video
-from slot_ot_jax import video_model
-from slot_ot_jax.attention import SlotAttention
+from slot_ot_jax.data import input_pipeline
+from slot_ot_jax.modules import models
+from slot_ot_jax.training import train
+from slot_ot_jax.tasks import video
+from slot_ot_jax.modules import video_model
+from slot_ot_jax.modules.attention import SlotAttention
 
 _TMP = tempfile.mkdtemp()  # One TFDS data dir for the module (tiny datasets built once).
 _CLEVRER = sys.modules[input_pipeline.builder_class("clevrer").__module__]

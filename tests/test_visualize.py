@@ -1,4 +1,4 @@
-"""Tests of the image grids (slot_ot_jax/visualize.py)."""
+"""Tests of the image grids (slot_ot_jax/evaluation/visualize.py)."""
 import os
 import tempfile
 
@@ -7,7 +7,7 @@ from absl.testing import parameterized
 import numpy as np
 from PIL import Image
 
-from slot_ot_jax import visualize as V
+from slot_ot_jax.evaluation import visualize as V
 
 
 def _example(batch=3, k=4, height=12, width=16, n_side=(3, 4), seed=0):

@@ -30,7 +30,7 @@ import tensorflow_datasets as tfds
 HOMEPAGE = "https://cs.stanford.edu/people/jcjohns/clevr/"
 DOWNLOAD_URL = "https://dl.fbaipublicfiles.com/clevr/CLEVR_v1.0.zip"
 HEIGHT, WIDTH = 320, 480
-# Class orders of the targets (slot_ot_jax/property_prediction.py one-hot encodes the ids).
+# Class orders of the targets (slot_ot_jax/tasks/property_prediction.py one-hot encodes the ids).
 SIZES = ("large", "small")
 MATERIALS = ("rubber", "metal")
 SHAPES = ("cube", "sphere", "cylinder")

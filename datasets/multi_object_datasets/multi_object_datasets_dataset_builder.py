@@ -14,7 +14,7 @@ file order; `max_objects` then drops scenes with more objects (background exclud
   objects_room       validation 0-1000 and train 1000-end of the training file, plus the three
                      official test files (six_objects, empty_room, identical_color).
 Images keep their original size; the crops and resizes of the papers are pipeline ops
-(slot_ot_jax/preprocessing.py).
+(slot_ot_jax/data/preprocessing.py).
 
 Features:
   image         uint8 [H, W, 3]  (binarized Multi-dSprites tiled from grayscale)

@@ -38,14 +38,14 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from slot_ot_jax import preprocessing
+from slot_ot_jax.data import preprocessing
 
 try:  # TensorFlow only feeds the host; JAX owns the accelerators.
   tf.config.set_visible_devices([], "GPU")
 except (RuntimeError, ValueError):  # Devices already initialised or none to hide.
   pass
 
-DATASETS_DIR = pathlib.Path(__file__).resolve().parents[1] / "datasets"
+DATASETS_DIR = pathlib.Path(__file__).resolve().parents[2] / "datasets"
 _PREPARE = "python datasets/prepare.py {name} --data_dir={data_dir}"
 
 

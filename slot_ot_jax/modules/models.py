@@ -232,7 +232,7 @@ class PropertyPredictionHead(nn.Module):
 
   Attributes:
     output_size: width of the prediction; 19 for CLEVR (3 coordinates, 2 sizes,
-      2 materials, 3 shapes, 8 colours, 1 object flag; slot_ot_jax/set_prediction.py).
+      2 materials, 3 shapes, 8 colours, 1 object flag; slot_ot_jax/evaluation/set_prediction.py).
     hidden_size: hidden width (64).
     sigmoid: apply the output sigmoid (turn off to get logits for a custom loss).
   """

@@ -32,10 +32,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from slot_ot_jax import metrics
+from slot_ot_jax.evaluation import metrics
 from slot_ot_jax import tasks
-from slot_ot_jax import video_model
-from slot_ot_jax import visualize
+from slot_ot_jax.modules import video_model
+from slot_ot_jax.evaluation import visualize
 
 PAPER_NAMES = {("softmax", "none"): "SA", ("softmax", "fixed"): "SA fixed noise",
                ("softmax", "learned"): "SA learned noise", ("sinkhorn", "none"): "SA-SH",
@@ -87,7 +87,7 @@ def get_builder(data_config, *, prepare=None):
   """The prepared builder of `data_config.name` (`input_pipeline.get_builder`): the procedural
   dataset is built on first use, CLEVRER when its source files are in the manual dir; otherwise
   DatasetNotFoundError names the URL, the expected files and the preparation command."""
-  from slot_ot_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from slot_ot_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
   preset(data_config.name)
   return input_pipeline.get_builder(data_config, prepare=prepare, check_name=False)
 
@@ -163,7 +163,7 @@ def eval_batches(data_config, split: str, *, batch_size: int, process_index: int
 # ------------------------------------------------------------------------------------------
 def build_model(config: ml_collections.ConfigDict) -> video_model.VideoAutoencoder:
   """The object-discovery encoder/decoder and slot attention of `config.model`, per frame."""
-  from slot_ot_jax import object_discovery  # pylint: disable=g-import-not-at-top
+  from slot_ot_jax.tasks import object_discovery  # pylint: disable=g-import-not-at-top
   image_model = object_discovery.build_autoencoder(config)
   encoder, decoder = image_model.encoder, image_model.decoder
   m = config.model

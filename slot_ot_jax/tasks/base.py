@@ -1,6 +1,6 @@
 """The Task interface between the generic trainer and an experiment.
 
-The trainer (`slot_ot_jax/train.py`) knows nothing about data or models; everything
+The trainer (`slot_ot_jax/training/train.py`) knows nothing about data or models; everything
 experiment-specific comes from a `Task` selected by `config.task`:
 
   task = get_task(config)                  # registry lookup, unknown names list the valid ones
@@ -53,11 +53,11 @@ Variables = Mapping[str, Any]
 
 # Task name -> module that registers it when imported.
 _BUILTIN_TASKS = {
-    "random_objects": "slot_ot_jax.random_objects",
-    "object_discovery": "slot_ot_jax.object_discovery",
-    "dinosaur": "slot_ot_jax.dinosaur",
-    "video": "slot_ot_jax.video",
-    "property_prediction": "slot_ot_jax.property_prediction",
+    "random_objects": "slot_ot_jax.tasks.random_objects",
+    "object_discovery": "slot_ot_jax.tasks.object_discovery",
+    "dinosaur": "slot_ot_jax.tasks.dinosaur",
+    "video": "slot_ot_jax.tasks.video",
+    "property_prediction": "slot_ot_jax.tasks.property_prediction",
 }
 _REGISTRY: dict[str, Callable[[ml_collections.ConfigDict], "Task"]] = {}
 

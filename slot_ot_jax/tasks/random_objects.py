@@ -140,7 +140,7 @@ class SetMLP(nn.Module):
 
 
 def _build_slot_attention(kwargs):
-  from slot_ot_jax.attention import SlotAttention  # pylint: disable=g-import-not-at-top
+  from slot_ot_jax.modules.attention import SlotAttention  # pylint: disable=g-import-not-at-top
   return SlotAttention(**kwargs)
 
 

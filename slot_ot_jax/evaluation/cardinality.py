@@ -12,7 +12,7 @@ splits every score by the number of objects n of the scene, giving one cell per 
 plus the pooled cell (K, all scenes). Only object counts present in the evaluation set get
 cells: an empty bin is left out, never written as NaN.
 
-How it plugs into evaluation (`slot_ot_jax/object_discovery.py`, `config.mode="eval"` with
+How it plugs into evaluation (`slot_ot_jax/tasks/object_discovery.py`, `config.mode="eval"` with
 `config.evaluation.sweep_slot_counts`):
   * `metric_fields(slot_counts, object_counts)`: clu metric fields added to the task's
     Collection, named `sweep_{metric}_k{K}_n{n}`, `sweep_{metric}_k{K}_all` and the scene
@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from clu import metrics as clu_metrics
 
-from slot_ot_jax import metrics
+from slot_ot_jax.evaluation import metrics
 
 METRICS = ("fg_ari", "ari", "fg_miou", "loss")
 TITLES = {"fg_ari": "FG-ARI", "ari": "ARI", "fg_miou": "FG-mIoU", "loss": "loss (MSE)"}

@@ -30,7 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from slot_ot_jax import mesh_ot
+from slot_ot_jax.transport import mesh_ot
 from slot_ot_jax import transport
 
 Array = jax.Array

@@ -1,8 +1,8 @@
-"""Optimal-transport core: costs, log-domain Sinkhorn, entropy, MESH and exact EMD.
+"""Entropic optimal transport: costs, log-domain Sinkhorn, entropy, softmax, EMD + Sinkhorn.
 
-MESH lives in `slot_ot_jax.mesh_ot` and the exact solver (a host callback to POT) in
-`slot_ot_jax.exact_ot`; `mesh`, `mesh_sinkhorn` and `emd` are re-exported here, so that every
-plan of the paper is reached through this module.
+MESH (built on this Sinkhorn) is in `mesh_ot` and the exact host solver in `exact_ot`; the
+package `slot_ot_jax.transport` re-exports all of them, so every plan of the papers is
+reached as `transport.<name>`.
 
 Pure functions on arrays, no Flax and no config. Axis convention (any leading batch dims):
 
@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from slot_ot_jax.exact_ot import emd
+from slot_ot_jax.transport.exact_ot import emd
 
 Array = jax.Array
 Potentials = Tuple[Array, Array]
@@ -325,15 +325,7 @@ def emd_sinkhorn(cost: Array, a: Array, b: Array, *, num_iters: int,
 
 __all__ = [
     "COSTS", "get_cost_fn", "euclidean_cost", "sqeuclidean_cost", "cosine_cost", "dot_cost",
-    "sinkhorn", "entropy", "mesh_entropy", "mesh", "mesh_sinkhorn", "slot_softmax", "emd",
+    "sinkhorn", "entropy", "mesh_entropy", "slot_softmax", "emd",
     "emd_sinkhorn",
 ]
 
-
-def __getattr__(name):
-  # MESH is built on this module's Sinkhorn, so `mesh_ot` imports from here; it is loaded on
-  # first use of its names (PEP 562) instead of at import time, which would be circular.
-  if name in ("mesh", "mesh_sinkhorn"):
-    from slot_ot_jax import mesh_ot  # pylint: disable=g-import-not-at-top
-    return getattr(mesh_ot, name)
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,7 +2,7 @@
 
 Trains (or loads) both models on the offline shapes dataset with the settings of the README's
 CPU demonstration, decomposes test images into per-slot reconstructions, alpha masks and the
-attention maps of every iteration, and draws them; `python -m slot_ot_jax.figures
+attention maps of every iteration, and draws them; `python -m slot_ot_jax.analysis.figures
 attention_maps` is the command line. Shapes: images [B, H, W, 3] in [-1, 1]; attention of
 iteration t [B, N, K] with N = H' * W' feature positions and K slots; masks [B, K, H, W, 1].
 Run from the repository root (the config comes from `configs/shapes.py`).
@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from slot_ot_jax import visualize
+from slot_ot_jax.evaluation import visualize
 
 DEFAULT_STEPS = 3000  # training steps of each model of the attention-map figure
 PAPER_NAMES = {"softmax": "SA", "sinkhorn": "SA-SH", "mesh": "SA-MESH"}
@@ -60,9 +60,9 @@ def train_discovery(attention: str, workdir: str, *, train: bool = True, **confi
   a run stopped by SIGTERM), and evaluated on the test split. `result` holds "step" and
   "report" (the test-split FG-ARI / FG-mIoU line).
   """
-  from slot_ot_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from slot_ot_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
   from slot_ot_jax import tasks  # pylint: disable=g-import-not-at-top
-  from slot_ot_jax import train as trainer_lib  # pylint: disable=g-import-not-at-top
+  from slot_ot_jax.training import train as trainer_lib  # pylint: disable=g-import-not-at-top
   config = discovery_config(attention, **config_kwargs)
   final = os.path.join(workdir, trainer_lib.FINAL_METRICS_FILE)
   evaluated = os.path.join(workdir, trainer_lib.EVAL_METRICS_FILE)
@@ -112,7 +112,7 @@ def decompose(config, variables, images: np.ndarray, seed: int = 0) -> dict[str,
 
 def per_image_scores(config, segmentation: np.ndarray, masks: np.ndarray) -> dict:
   """FG-ARI and FG-mIoU of each image (`segmentation [B, H, W]`, `masks [B, K, H, W]`)."""
-  from slot_ot_jax import metrics  # pylint: disable=g-import-not-at-top
+  from slot_ot_jax.evaluation import metrics  # pylint: disable=g-import-not-at-top
   from slot_ot_jax import tasks  # pylint: disable=g-import-not-at-top
   scores = metrics.segmentation_metric_outputs(
       jnp.asarray(segmentation), metrics.masks_to_ids(jnp.asarray(masks)),

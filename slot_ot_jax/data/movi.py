@@ -39,7 +39,7 @@ import pathlib
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from slot_ot_jax import input_pipeline
+from slot_ot_jax.data import input_pipeline
 
 MOVI_NAMES = ("movi_c", "movi_d")
 RESOLUTIONS = ("256x256", "128x128")  # Configs of the kubric releases.

@@ -1,6 +1,6 @@
 """Generic trainer: `train_and_evaluate(config, workdir)`.
 
-The experiment comes from the task registry (`slot_ot_jax/tasks.py`, selected by
+The experiment comes from the task registry (`slot_ot_jax/tasks/base.py`, selected by
 `config.task`); this file holds what every experiment shares:
 
 * `TrainState` (step, params, optimizer state, non-params collections, base PRNG key).
@@ -12,7 +12,7 @@ The experiment comes from the task registry (`slot_ot_jax/tasks.py`, selected by
   one checkpoint from all of them; only process 0 writes final_metrics.json and PNGs).
 * The per-step PRNG key is `fold_in(state.rng, state.step)`, split by purpose into the
   task's streams, so a resumed run draws the same numbers as an uninterrupted one.
-* Checkpoints (`slot_ot_jax/checkpointing.py`): automatic resume from the workdir, saves
+* Checkpoints (`slot_ot_jax/training/checkpointing.py`): automatic resume from the workdir, saves
   every `config.checkpoint_every_steps`, at the end and on SIGTERM.
 * A non-finite loss or gradient raises `FloatingPointError` naming the step; no state after
   it is saved. Losses are fetched one step late, so the check never stalls the device queue.
@@ -47,10 +47,10 @@ from clu import periodic_actions
 from etils import epath
 from jax.sharding import NamedSharding, PartitionSpec
 
-from slot_ot_jax import checkpointing
-from slot_ot_jax import optim
+from slot_ot_jax.training import checkpointing
+from slot_ot_jax.training import optim
 from slot_ot_jax import tasks
-from slot_ot_jax import visualize
+from slot_ot_jax.evaluation import visualize
 
 FINAL_METRICS_FILE = "final_metrics.json"
 EVAL_METRICS_FILE = "eval_metrics.json"

@@ -1,7 +1,7 @@
 """DINOSAUR on MOVi (Krimmel et al. §5.2 and App. F; Seitzer et al., 2023): task "dinosaur".
 
 A feature autoencoder over frozen ViT patch features (extracted once by
-scripts/extract_vit_features.py; data in slot_ot_jax/movi.py):
+scripts/extract_vit_features.py; data in slot_ot_jax/data/movi.py):
 
   features [B, g, g, D]  (DINO ViT-B/8: g = 28, D = 768)
     -> MLPEncoder: LayerNorm, Dense(D) + ReLU, Dense(128), per patch (App. F, Table 4)
@@ -32,8 +32,8 @@ import ml_collections
 import numpy as np
 from clu import metrics as clu_metrics
 
-from slot_ot_jax import metrics
-from slot_ot_jax import models
+from slot_ot_jax.evaluation import metrics
+from slot_ot_jax.modules import models
 from slot_ot_jax import tasks
 
 Array = jax.Array
@@ -97,7 +97,7 @@ class MLPBroadcastDecoder(nn.Module):
 
 def build_model(config: ml_collections.ConfigDict) -> models.ObjectDiscoveryAutoencoder:
   """The autoencoder of `config.model` (configs/movi_dinosaur.py)."""
-  from slot_ot_jax.attention import SlotAttention  # pylint: disable=g-import-not-at-top
+  from slot_ot_jax.modules.attention import SlotAttention  # pylint: disable=g-import-not-at-top
   m = config.model
   sa = SlotAttention(**dict(m.slot_attention))
   return models.ObjectDiscoveryAutoencoder(
@@ -139,7 +139,7 @@ class DinosaurTask(tasks.Task):
 
   # ---------------------------------------------------------------- data
   def _builder(self, name: str):
-    from slot_ot_jax import movi  # pylint: disable=g-import-not-at-top
+    from slot_ot_jax.data import movi  # pylint: disable=g-import-not-at-top
     d = self.config.data
     return movi.features_builder(d.features_dir, name, d.vit, movi_dir=d.movi_dir)
 
@@ -170,7 +170,8 @@ class DinosaurTask(tasks.Task):
 
   def train_batches(self, start_step: int, process_index: int = 0,
                     process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
-    from slot_ot_jax import input_pipeline, movi  # pylint: disable=g-import-not-at-top
+    from slot_ot_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
+    from slot_ot_jax.data import movi  # pylint: disable=g-import-not-at-top
     d = self.config.data
     ds = movi.feature_batches(
         self.train_builder, d.train_split, batch_size=self.config.batch_size // process_count,
@@ -180,7 +181,8 @@ class DinosaurTask(tasks.Task):
     return input_pipeline.as_numpy(ds)
 
   def eval_batches(self, process_index: int = 0, process_count: int = 1):
-    from slot_ot_jax import input_pipeline, movi  # pylint: disable=g-import-not-at-top
+    from slot_ot_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
+    from slot_ot_jax.data import movi  # pylint: disable=g-import-not-at-top
     ev = self.config.evaluation
     split = ev.test_split if self.config.mode == "eval" else self.config.data.eval_split
     ds = movi.feature_batches(

@@ -1,9 +1,9 @@
 """MESH: minimise the entropy of Sinkhorn by normalised gradient steps on the cost.
 
 Zhang et al., "Unlocking Slot Attention by Changing Optimal Transport Costs", ICML 2023,
-eqs. 9-12 and App. D. Built on the log-domain Sinkhorn of `slot_ot_jax.transport` (its
-forward and analytic backward passes are reused inside each step); `mesh` and
-`mesh_sinkhorn` are also reachable as `transport.mesh` and `transport.mesh_sinkhorn`.
+eqs. 9-12 and App. D. Built on the log-domain Sinkhorn of `sinkhorn_ot` (its forward and
+analytic backward passes are reused inside each step); `mesh` and `mesh_sinkhorn` are
+re-exported by the package as `transport.mesh` and `transport.mesh_sinkhorn`.
 
 Axis convention as in `slot_ot_jax.transport`: cost and plan [..., N, K], marginals
 a [..., N] and b [..., K].
@@ -16,13 +16,13 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from slot_ot_jax.transport import Array
-from slot_ot_jax.transport import Potentials
-from slot_ot_jax.transport import _prepare
-from slot_ot_jax.transport import _sinkhorn_backward
-from slot_ot_jax.transport import _sinkhorn_forward
-from slot_ot_jax.transport import mesh_entropy
-from slot_ot_jax.transport import sinkhorn
+from slot_ot_jax.transport.sinkhorn_ot import Array
+from slot_ot_jax.transport.sinkhorn_ot import Potentials
+from slot_ot_jax.transport.sinkhorn_ot import _prepare
+from slot_ot_jax.transport.sinkhorn_ot import _sinkhorn_backward
+from slot_ot_jax.transport.sinkhorn_ot import _sinkhorn_forward
+from slot_ot_jax.transport.sinkhorn_ot import mesh_entropy
+from slot_ot_jax.transport.sinkhorn_ot import sinkhorn
 
 
 def _normalise(grad: Array) -> Array:

@@ -6,7 +6,7 @@ Fields, for one example (no batch axis):
   segmentation  uint8 [H, W, 1] index map, 0 = background, 1..n the objects
   num_objects   int32 []        objects in the scene, background excluded
 
-The papers' recipes are compositions of these ops (see `slot_ot_jax.input_pipeline`):
+The papers' recipes are compositions of these ops (see `slot_ot_jax.data.input_pipeline`):
   CLEVR (SA, 002 §5.8):   crop rows 29:221, cols 64:256 -> resize 128x128 -> scale to [-1, 1]
   ClevrTex (official):    crop rows 24:216, cols 64:256 -> resize 128 (or 64, MESH App. F.3)
   CLEVR (003 §5.1, E):    as SA plus a random horizontal flip during training

@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from slot_ot_jax import models
-from slot_ot_jax import set_prediction
+from slot_ot_jax.modules import models
+from slot_ot_jax.evaluation import set_prediction
 from slot_ot_jax import tasks
 
 PAPER_NAMES = {"softmax": "SA", "sinkhorn": "SA-SH", "emd": "SA-EMD", "mesh": "SA-MESH"}
@@ -101,8 +101,8 @@ def create_dataset(data_config, split: str, *, batch_size: int, train: bool, see
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from slot_ot_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  from slot_ot_jax import preprocessing  # pylint: disable=g-import-not-at-top
+  from slot_ot_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
+  from slot_ot_jax.data import preprocessing  # pylint: disable=g-import-not-at-top
   spec = dataset_spec(data_config.name)
   builder = input_pipeline.get_builder(data_config)
   features = builder.info.features
@@ -157,7 +157,7 @@ def create_dataset(data_config, split: str, *, batch_size: int, train: bool, see
 # ------------------------------------------------------------------------------------------
 def build_model(config: ml_collections.ConfigDict) -> models.SetPredictionModel:
   """SetPredictionModel of `config.model` (see configs/property_prediction.py)."""
-  from slot_ot_jax.attention import SlotAttention  # pylint: disable=g-import-not-at-top
+  from slot_ot_jax.modules.attention import SlotAttention  # pylint: disable=g-import-not-at-top
   m = config.model
   strides = tuple(int(s) for s in str(m.encoder_strides).split(","))
   encoder = models.CNNEncoder(channels=(int(m.width),) * len(strides), strides=strides,
@@ -187,12 +187,12 @@ class PropertyPredictionTask(tasks.Task):
     data = self.config.data
     if self.config.mode == "eval":
       return self.config.evaluation.test_split
-    from slot_ot_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+    from slot_ot_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
     return input_pipeline.eval_split(data)
 
   def check_ready(self) -> None:
     """Fails fast (DatasetNotFoundError with the preparation command) when data are missing."""
-    from slot_ot_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+    from slot_ot_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
     input_pipeline.get_builder(self.config.data)
 
   def dummy_batch(self, batch_size: int) -> dict[str, np.ndarray]:
@@ -207,7 +207,7 @@ class PropertyPredictionTask(tasks.Task):
 
   def train_batches(self, start_step: int, process_index: int = 0,
                     process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
-    from slot_ot_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+    from slot_ot_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
     ds = create_dataset(self.config.data, self.config.data.train_split,
                         batch_size=self.config.batch_size // process_count, train=True,
                         seed=self.config.seed, start_step=start_step,
@@ -215,7 +215,7 @@ class PropertyPredictionTask(tasks.Task):
     return input_pipeline.as_numpy(ds)
 
   def eval_batches(self, process_index: int = 0, process_count: int = 1):
-    from slot_ot_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+    from slot_ot_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
     ds = create_dataset(self.config.data, self.eval_split,
                         batch_size=self.config.eval_batch_size // process_count, train=False,
                         seed=self.config.seed, process_index=process_index,

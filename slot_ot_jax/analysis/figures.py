@@ -1,6 +1,6 @@
 r"""The analysis figures of the MESH paper (Zhang et al., ICML 2023), regenerated as PNGs.
 
-  python -m slot_ot_jax.figures NAME... [--out=benchmarks/results/figures] [--tiny]
+  python -m slot_ot_jax.analysis.figures NAME... [--out=benchmarks/results/figures] [--tiny]
 
 Run from the repository root (the attention-map figure imports `configs/`). NAME:
 
@@ -21,7 +21,7 @@ Run from the repository root (the attention-map figure imports `configs/`). NAME
                      Also writes NAME.md with the numbers behind the figure.
   all                every figure above.
 
-The attention-map figure lives in `slot_ot_jax.attention_figure` (training, decomposition and
+The attention-map figure lives in `slot_ot_jax.analysis.attention_figure` (training, decomposition and
 per-slot statistics of the two models); this module holds the analytic figures and the
 command line. Everything is computed with the library's public functions (`transport.sinkhorn`, `mesh`,
 `mesh_sinkhorn`, `entropy`; `SlotAttention`'s sown intermediates; `train.train_and_evaluate`).
@@ -40,10 +40,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from slot_ot_jax import attention_figure
-from slot_ot_jax import mesh_ot
+from slot_ot_jax.analysis import attention_figure
+from slot_ot_jax.transport import mesh_ot
 from slot_ot_jax import transport
-from slot_ot_jax import visualize
+from slot_ot_jax.evaluation import visualize
 
 DEFAULT_OUT = os.path.join("benchmarks", "results", "figures")
 NAMES = ("entropy_gradient", "gradient_scale", "reuse_potentials", "attention_maps")

@@ -1,6 +1,6 @@
 """Unsupervised object discovery (SA paper §4.1, MESH paper §5.3): the autoencoder task.
 
-Data come from `slot_ot_jax/input_pipeline.py` (`config.data` holds its fields): batches of
+Data come from `slot_ot_jax/data/input_pipeline.py` (`config.data` holds its fields): batches of
   image         float32 [B, H, W, 3] in [-1, 1]
   segmentation  int32   [B, H, W]    0 = background, 1.. objects (evaluation only)
   num_objects   int32   [B]          (evaluation only)
@@ -15,7 +15,7 @@ training is allowed with the default shared-Gaussian slot init) and the slot att
   per_object_count  fg_ari_objects{n}, fg_miou_objects{n} for n = 1..max objects
   slot_counts       "7,9,11": fg_ari_slots{k}, fg_miou_slots{k} for each k (003 Fig. 1)
   sweep_slot_counts "7,9,11,13", `config.mode="eval"` only: the cardinality sweep of
-                    `slot_ot_jax/cardinality.py` (FG-ARI, ARI, FG-mIoU, loss for every slot
+                    `slot_ot_jax/evaluation/cardinality.py` (FG-ARI, ARI, FG-mIoU, loss for every slot
                     count x object count present), written by `write_eval_artifacts` to
                     <workdir>/cardinality/sweep.{json,md,png} and TensorBoard; its raw
                     per-cell metrics are dropped from eval_metrics.json
@@ -38,11 +38,11 @@ import ml_collections
 import numpy as np
 from clu import metrics as clu_metrics
 
-from slot_ot_jax import cardinality
-from slot_ot_jax import metrics
-from slot_ot_jax import models
+from slot_ot_jax.evaluation import cardinality
+from slot_ot_jax.evaluation import metrics
+from slot_ot_jax.modules import models
 from slot_ot_jax import tasks
-from slot_ot_jax import visualize
+from slot_ot_jax.evaluation import visualize
 
 PAPER_NAMES = {"softmax": "SA", "sinkhorn": "SA-SH", "emd": "SA-EMD", "mesh": "SA-MESH"}
 # Published FG-ARI / FG-mIoU in %, keyed by (dataset name, attention): MESH paper Tables 3-4
@@ -76,7 +76,7 @@ def build_autoencoder(config: ml_collections.ConfigDict) -> models.ObjectDiscove
   resolution. model.compute_dtype ("float32" or "bfloat16") is the computation dtype of the
   encoder and the decoder (the slot attention's follows it through a field reference).
   """
-  from slot_ot_jax.attention import COMPUTE_DTYPES, SlotAttention  # pylint: disable=g-import-not-at-top
+  from slot_ot_jax.modules.attention import COMPUTE_DTYPES, SlotAttention  # pylint: disable=g-import-not-at-top
   m = config.model
   res = int(config.data.resolution)
   if m.architecture == "clevr":
@@ -135,12 +135,12 @@ class ObjectDiscoveryTask(tasks.Task):
   @functools.cached_property
   def num_true(self) -> int:
     """Label ids of the segmentation: background + the most objects of the evaluation set."""
-    from slot_ot_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+    from slot_ot_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
     return input_pipeline.max_num_objects(self.eval_data_config) + 1
 
   def check_ready(self) -> None:
     """Fails fast (DatasetNotFoundError with the preparation command) when data are missing."""
-    from slot_ot_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+    from slot_ot_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
     if self.config.mode != "eval":
       input_pipeline.get_builder(self.config.data)
     input_pipeline.get_builder(self.eval_data_config)
@@ -154,7 +154,7 @@ class ObjectDiscoveryTask(tasks.Task):
 
   def train_batches(self, start_step: int, process_index: int = 0,
                     process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
-    from slot_ot_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+    from slot_ot_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
     ds = input_pipeline.create_dataset(
         self.config.data, self.config.data.train_split,
         batch_size=self.config.batch_size // process_count, train=True,
@@ -164,7 +164,7 @@ class ObjectDiscoveryTask(tasks.Task):
       yield {"image": batch["image"]}  # Labels are not needed for training.
 
   def eval_batches(self, process_index: int = 0, process_count: int = 1):
-    from slot_ot_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+    from slot_ot_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
     data = self.eval_data_config
     ds = input_pipeline.create_dataset(
         data, input_pipeline.eval_split(data),
@@ -191,7 +191,7 @@ class ObjectDiscoveryTask(tasks.Task):
               "fg_ari": clu_metrics.Average.from_output("fg_ari"),
               "fg_miou": metrics.average_where("fg_miou", "has_foreground")}
     if self.config.evaluation.per_object_count:
-      from slot_ot_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+      from slot_ot_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
       for n in range(1, input_pipeline.max_num_objects(self.eval_data_config) + 1):
         fields[f"fg_ari_objects{n}"] = metrics.average_where("fg_ari", f"objects{n}")
         fields[f"fg_miou_objects{n}"] = metrics.average_where("fg_miou", f"objects{n}_fg")
@@ -249,7 +249,7 @@ class ObjectDiscoveryTask(tasks.Task):
     if not self.sweep_slot_counts:
       return dict(eval_results)
     data = self.eval_data_config
-    from slot_ot_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+    from slot_ot_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
     sa = self.config.model.slot_attention
     table = cardinality.collect(
         eval_results, self.sweep_slot_counts, self.object_counts, step=int(step),
