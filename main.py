@@ -3,8 +3,13 @@ r"""Trains and evaluates one experiment config.
   python main.py --config=configs/random_objects.py:attention=mesh,sigma=0.01 \
       --workdir=workdirs/random_objects_mesh_0.01 [--config.seed=1 ...]
 
-Rerunning with the same --workdir resumes from its latest checkpoint. SIGTERM saves a
-checkpoint and exits with status 0; rerun to continue.
+Rerunning with the same --workdir resumes from its latest checkpoint that restores (a
+damaged newer one is skipped, named and moved to <workdir>/checkpoints_damaged/). SIGTERM or
+Ctrl-C (SIGINT) saves a checkpoint and exits with status 0; rerun to continue (a second
+Ctrl-C aborts without saving). One trainer at a time per workdir (<workdir>/train.lock). A
+resume under a config that differs from the workdir's config.json is an error unless
+--allow_config_change is given (config.json keeps the original). Guarantees and the tests
+that hold them: docs/reliability.md.
 
 Several processes (hosts, or several processes on one machine): start the same command on
 every process with --distributed. On a cluster that JAX detects (Cloud TPU, SLURM, Open MPI,
@@ -18,6 +23,7 @@ Every process must see the same --workdir (a shared file system or bucket). The 
 (config.batch_size) is split evenly over the processes, and each one feeds its own slice.
 """
 import logging as std_logging
+import sys
 
 from absl import app
 from absl import flags
@@ -37,6 +43,9 @@ flags.DEFINE_string("coordinator_address", None,
                     "$JAX_COORDINATOR_ADDRESS or the detected cluster's).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (with --distributed).")
 flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes).")
+flags.DEFINE_bool("allow_config_change", False,
+                  "Resume even if the config differs from the workdir's config.json (which is "
+                  "kept; the new config is written as config_resumed_at_<step>.json).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -62,9 +71,15 @@ def main(argv):
                                process_id=FLAGS.process_id)
   logging.info("JAX process %d/%d, local devices: %s", jax.process_index(),
                jax.process_count(), jax.local_devices())
-  result = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  try:
+    result = train.train_and_evaluate(FLAGS.config, FLAGS.workdir,
+                                      allow_config_change=FLAGS.allow_config_change)
+  except train.USER_ERRORS as e:
+    print(f"Error ({type(e).__name__}): {e}", file=sys.stderr)
+    sys.exit(1)
   if result.get("preempted"):
-    print(f"Stopped at step {result['step']} with a checkpoint; rerun to resume.")
+    print(f"Stopped at step {result['step']} ({result.get('signal') or 'preempted'}) with a "
+          "checkpoint; rerun to resume.")
   elif jax.process_index() == 0:
     print(f"Step {result['step']}: {result['report']}")
 

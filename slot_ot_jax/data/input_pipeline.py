@@ -90,6 +90,10 @@ class DatasetNotFoundError(FileNotFoundError):
   """Neither prepared TFDS data nor the manual source files were found."""
 
 
+class DatasetDamagedError(DatasetNotFoundError):
+  """A prepared dataset's record file is truncated, garbled or missing."""
+
+
 def get_data_config() -> ml_collections.ConfigDict:
   """Fields the pipeline reads, with defaults (the offline procedural dataset)."""
   c = ml_collections.ConfigDict()
@@ -194,6 +198,7 @@ def get_builder(data_config, *, prepare: bool | None = None,
   cls = builder_class(module)
   builder = cls(config=config, data_dir=data_config.data_dir)
   if builder.is_prepared():
+    check_records(builder, data_config.name)
     return builder
   prepare = data_config.prepare if prepare is None else prepare
   manual_dir = None
@@ -208,6 +213,76 @@ def get_builder(data_config, *, prepare: bool | None = None,
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=manual_dir, compute_stats=tfds.download.ComputeStatsMode.SKIP))
   return builder
+
+
+def _check_shard(path: str) -> None:
+  """Raises ValueError (with the reason) unless `path` is a well-framed TFRecord file.
+
+  Walks the record headers to the end of the file (a truncated or garbled file does not end
+  exactly on a record boundary), then reads the first and the last record with their
+  checksums verified.
+  """
+  size = tf.io.gfile.stat(path).length
+  if size == 0:
+    raise ValueError("the file is empty")
+  offsets, offset = [], 0
+  with tf.io.gfile.GFile(path, "rb") as f:
+    while offset < size:
+      f.seek(offset)
+      header = f.read(12)
+      if len(header) < 12:
+        raise ValueError(f"the file ends inside the header of record {len(offsets)} "
+                         f"(byte {offset} of {size})")
+      length = int.from_bytes(header[:8], "little")
+      end = offset + 12 + length + 4
+      if end > size:
+        raise ValueError(f"record {len(offsets)} at byte {offset} claims {length} bytes, past "
+                         f"the end of the file ({size} bytes): truncated or garbled")
+      offsets.append(offset)
+      offset = end
+  try:
+    from tensorflow.python.lib.io import _pywrap_record_io  # pylint: disable=g-import-not-at-top
+    reader = _pywrap_record_io.RandomRecordReader(path)
+  except (ImportError, AttributeError):  # No random access: the first record only.
+    for _ in tf.data.TFRecordDataset(path).take(1):
+      pass
+    return
+  try:
+    for at in sorted({offsets[0], offsets[-1]}):
+      reader.read(at)  # Verifies the length and data checksums.
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f"{type(e).__name__}: {str(e).strip()[:300]}") from None
+  finally:
+    reader.close()
+
+
+def check_records(builder, name: str) -> None:
+  """Reads one record at each end of the first and the last shard of every split.
+
+  Called by `get_builder` on a prepared dataset (the trainer's start-up check), so that a
+  truncated, garbled or missing record file fails at once, naming the file and the command
+  that prepares the dataset again, instead of at the first batch. The cost is a walk over
+  the record headers of those shards (no decoding).
+
+  Raises:
+    DatasetDamagedError: naming the file, what is wrong and how to re-prepare.
+  """
+  for split, info in builder.info.splits.items():
+    try:
+      paths = [str(p) for p in info.filepaths]
+    except Exception:  # pylint: disable=broad-except
+      continue  # A split layout without files (nothing to check).
+    for path in dict.fromkeys([paths[0], paths[-1]] if paths else []):
+      try:
+        _check_shard(path)
+      except (ValueError, tf.errors.OpError) as e:
+        reason = e.message if isinstance(e, tf.errors.OpError) else str(e)
+        root = _data_root(builder)
+        raise DatasetDamagedError(
+            f"Dataset {name} is prepared in {builder.data_path} but its {split} split cannot "
+            f"be read: {path}: {reason.strip().splitlines()[0] if reason.strip() else ''}.\n"
+            f"Prepare it again: delete {builder.data_path} and run "
+            f"{_PREPARE.format(name=name, data_dir=root)}") from None
 
 
 # ------------------------------------------------------------------------------------------

@@ -41,11 +41,11 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
+from clu import metrics as clu_metrics
 import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
-from clu import metrics as clu_metrics
 
 Array = jax.Array
 Batch = Mapping[str, np.ndarray]
@@ -75,6 +75,12 @@ class Task:
 
   def check_ready(self) -> None:
     """Called by the trainer before anything is built: raise early (e.g. data missing)."""
+
+  def config_ranges(self) -> Mapping[str, tuple[int, int | None]]:
+    """Task-specific count fields of the config and their valid ranges, checked by the
+    trainer before anything is built: {"data.num_objects": (1, None)}, a dotted field ->
+    (minimum, maximum or None). The trainer's own fields are checked anyway."""
+    return {}
 
   def build_model(self) -> nn.Module:
     raise NotImplementedError

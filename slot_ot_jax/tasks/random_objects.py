@@ -13,6 +13,7 @@ config and the step.
 import functools
 from typing import Iterator, Mapping
 
+from clu import metrics as clu_metrics
 import flax
 import flax.linen as nn
 import jax
@@ -20,7 +21,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from clu import metrics as clu_metrics
 
 from slot_ot_jax import tasks
 
@@ -59,7 +59,10 @@ def make_split(seed: int, stream: int, num_examples: int, num_objects: int,
 
 def assemble(split: Mapping[str, np.ndarray], index: np.ndarray,
              num_elements: int) -> dict[str, np.ndarray]:
-  """Batch of the examples `index`: inputs [b, N, D] (objects scattered among zeros), objects [b, k, D]."""
+  """Batch of the examples `index`.
+
+  Returns inputs [b, N, D] (objects scattered among zeros) and objects [b, k, D].
+  """
   objects = split["objects"][index]
   inputs = np.zeros((len(index), num_elements, objects.shape[-1]), np.float32)
   np.put_along_axis(inputs, split["positions"][index][..., None], objects, axis=1)
@@ -173,6 +176,12 @@ class RandomObjectsTask(tasks.Task):
     if data.num_eval % config.eval_batch_size:
       raise ValueError(f"data.num_eval={data.num_eval} must be a multiple of "
                        f"eval_batch_size={config.eval_batch_size}.")
+
+  def config_ranges(self):
+    """Counts of the data (checked by the trainer before anything is built)."""
+    return {"data.num_objects": (1, None), "data.num_background": (0, None),
+            "data.dim": (1, None), "data.num_train": (1, None), "data.num_eval": (1, None),
+            "num_epochs": (1, None)}
 
   @functools.cached_property
   def train_split(self):

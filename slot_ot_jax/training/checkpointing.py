@@ -1,29 +1,60 @@
-"""Checkpoints of the trainer: orbax CheckpointManager, config compatibility, preemption.
+"""Checkpoints of the trainer: orbax CheckpointManager, config compatibility, preemption,
+the workdir lock.
 
 Layout of a workdir:
   <workdir>/checkpoints/<step>/   orbax checkpoints of the train state, the last few kept
-  <workdir>/config.json           the config of the run that wrote them
+  <workdir>/config.json           the config of the run that started the workdir (never
+                                  overwritten on resume)
+  <workdir>/config_resumed_at_<step>.json
+                                  the config of a resume that was allowed to differ
+  <workdir>/checkpoints_damaged/<step>/
+                                  checkpoints that could not be restored, moved aside (kept)
+  <workdir>/train.lock            the lock of the trainer using the workdir (PID, host)
 
-A workdir whose checkpoint cannot hold the current config's state (different parameter
-shapes or tree) is an `IncompatibleCheckpointError` naming the differing config fields and
-parameters; other config differences (say a longer schedule) are logged and the run resumes.
+Promises (docs/reliability.md):
+  * Only finite states are saved (`Checkpointer.save` checks every leaf).
+  * `Checkpointer.restore_latest` restores the newest checkpoint that restores; damaged newer
+    ones (missing, truncated or garbled files, no metadata, an empty folder, non-finite
+    values) are skipped with their reason, and moved aside when training resumes.
+  * A checkpoint that cannot hold the current config's state (different parameter shapes or
+    tree) is an `IncompatibleCheckpointError` naming the differing config fields and
+    parameters; no older checkpoint is tried, since they share the config.
+  * Other config differences on resume are a `ConfigChangedError` unless allowed; the
+    bookkeeping fields in `RESUME_SAFE_FIELDS` (intervals, length of the run) may change.
+  * `WorkdirLock`: one trainer per workdir; a stale lock (dead process, or no heartbeat
+    from another host for `LOCK_STALE_AFTER_S`) is taken over with a warning.
 """
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
+import socket
+import sys
 import threading
+import time
 from typing import Any, Mapping
 
-import jax
-import ml_collections
-import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
+import jax
+import jax.numpy as jnp
+import ml_collections
+import orbax.checkpoint as ocp
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
+DAMAGED_DIR = "checkpoints_damaged"
+LOCK_FILE = "train.lock"
+# Config fields that may differ on resume without --allow_config_change: how often to log,
+# evaluate and checkpoint, how many checkpoints to keep, and where the run stops.
+RESUME_SAFE_FIELDS = ("num_train_steps", "log_every_steps", "eval_every_steps",
+                      "checkpoint_every_steps", "checkpoints_to_keep")
+# The holder of a lock refreshes its modification time this often; a lock of another host
+# not refreshed for LOCK_STALE_AFTER_S is stale (its PID cannot be checked from here).
+LOCK_HEARTBEAT_S = 30.0
+LOCK_STALE_AFTER_S = 600.0
 # Subtrees of the train state whose shapes the config determines (the optimizer state
 # mirrors `params`).
 _SHAPE_CHECKED = ("params", "model_state")
@@ -32,6 +63,29 @@ _MAX_LISTED = 12
 
 class IncompatibleCheckpointError(ValueError):
   """The workdir holds a checkpoint that cannot be restored under the current config."""
+
+
+class CheckpointRestoreError(RuntimeError):
+  """No checkpoint of the workdir could be restored (every one is damaged)."""
+
+
+class ConfigChangedError(ValueError):
+  """A resume under a config that differs from the workdir's, without permission."""
+
+
+class WorkdirLockedError(RuntimeError):
+  """Another live trainer holds the workdir's lock."""
+
+
+def non_finite_leaves(tree: Any) -> list[str]:
+  """Paths of the floating-point leaves of `tree` that hold a NaN or an infinity."""
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  checked = [(path, leaf) for path, leaf in leaves
+             if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.inexact)]
+  if not checked:
+    return []
+  flags = jax.device_get([jnp.all(jnp.isfinite(leaf)) for _, leaf in checked])
+  return [jax.tree_util.keystr(path) for (path, _), ok in zip(checked, flags) if not bool(ok)]
 
 
 def flatten_dict(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -97,7 +151,8 @@ class Checkpointer:
     path = self.workdir / CONFIG_FILE
     return json.loads(path.read_text()) if path.exists() else None
 
-  def _incompatible(self, step: int, reason: str, details: list[str]) -> IncompatibleCheckpointError:
+  def _incompatible(self, step: int, reason: str,
+                    details: list[str]) -> IncompatibleCheckpointError:
     saved = self.saved_config()
     diffs = (config_differences(saved, self.config_dict) if saved is not None
              else [f"(no {CONFIG_FILE} beside the checkpoints)"])
@@ -109,40 +164,174 @@ class Checkpointer:
              "Use a fresh --workdir, or restore the config of that run."]
     return IncompatibleCheckpointError("\n".join(lines))
 
+  def _layout_problem(self, step: int, abstract_state: Mapping[str, Any]) -> None:
+    """Raises IncompatibleCheckpointError if the saved tree of `step` cannot hold
+    `abstract_state`; other exceptions (unreadable metadata) mean a damaged checkpoint."""
+    metadata = self.manager.item_metadata(step)
+    tree = getattr(metadata, "tree", metadata)
+    if not isinstance(tree, Mapping):
+      raise ValueError(f"no readable tree metadata ({type(tree).__name__})")
+    mismatches = _shape_mismatches(tree, abstract_state)
+    if mismatches:
+      raise self._incompatible(step, "parameter shapes differ", mismatches)
+    saved = {k: tuple(getattr(v, "shape", ()) or ()) for k, v in
+             ocp.tree.to_flat_dict(tree).items() if v is not None}
+    expected = {k: tuple(v.shape) for k, v in ocp.tree.to_flat_dict(
+        ocp.tree.serialize_tree(dict(abstract_state), keep_empty_nodes=True)).items()
+                if v is not None}
+    if saved != expected:
+      details = [f"{'.'.join(map(str, k))}: {saved.get(k, 'absent')} (checkpoint) -> "
+                 f"{expected.get(k, 'absent')} (now)"
+                 for k in sorted(set(saved) | set(expected), key=str)
+                 if saved.get(k) != expected.get(k)]
+      raise self._incompatible(step, "the state tree differs", details)
+
   def restore(self, step: int, abstract_state: Mapping[str, Any]) -> dict[str, Any]:
     """Restores `step` into the shapes/shardings of `abstract_state` (ShapeDtypeStructs).
 
     Raises:
       IncompatibleCheckpointError: if parameter shapes or the state tree differ.
+      Any other exception: the checkpoint is damaged (see `restore_latest`).
     """
-    metadata = self.manager.item_metadata(step)
-    tree = getattr(metadata, "tree", metadata)
-    if isinstance(tree, Mapping):
-      mismatches = _shape_mismatches(tree, abstract_state)
-      if mismatches:
-        raise self._incompatible(step, "parameter shapes differ", mismatches)
-    try:
-      restored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
-    except (ValueError, KeyError, TypeError) as e:
-      raise self._incompatible(step, f"the state tree differs ({type(e).__name__}: "
-                                     f"{str(e).splitlines()[0][:300]})", []) from e
-    saved = self.saved_config()
-    if saved is not None:
-      diffs = config_differences(saved, self.config_dict)
-      if diffs:
-        logging.warning("Resuming with a config that differs from the checkpoint's:\n  %s",
-                        "\n  ".join(diffs))
-    return dict(restored)
+    self._layout_problem(step, abstract_state)
+    restored = dict(self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state)))
+    bad = non_finite_leaves(restored)
+    if bad:
+      raise FloatingPointError(f"non-finite values in {len(bad)} leaves (e.g. {bad[0]})")
+    return restored
 
-  def write_config(self) -> None:
+  def restore_latest(self, abstract_state: Mapping[str, Any]
+                     ) -> tuple[int, dict[str, Any], list[tuple[int, str]]] | None:
+    """Restores the newest checkpoint that restores, newest first.
+
+    A damaged checkpoint (unreadable metadata, missing, truncated or garbled files, an
+    empty folder, non-finite values) is skipped with a warning naming its step and why
+    (`move_damaged` then moves it out of the way, keeping it). An incompatible checkpoint
+    stops the search: the older ones were written under the same config.
+
+    Returns:
+      None if the workdir has no checkpoint, else (step, state, [(skipped step, reason)]).
+
+    Raises:
+      IncompatibleCheckpointError: if the newest readable checkpoint cannot hold the state.
+      CheckpointRestoreError: if checkpoints exist but none restores.
+    """
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    if not steps:
+      return None
+    skipped = []
+    for step in steps:
+      try:
+        state = self.restore(step, abstract_state)
+      except IncompatibleCheckpointError:
+        raise
+      except Exception as e:  # pylint: disable=broad-except
+        reason = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
+        logging.warning("The checkpoint at step %d in %s cannot be restored (%s); trying "
+                        "the previous one.", step, self.manager.directory, reason)
+        skipped.append((step, reason))
+        continue
+      if skipped:
+        logging.warning(
+            "Restored the checkpoint at step %d; skipped the newer damaged checkpoint(s):\n"
+            "  %s", step, "\n  ".join(f"step {s}: {r}" for s, r in skipped))
+      return step, state, skipped
+    lines = [f"No checkpoint in {self.manager.directory} could be restored; nothing was "
+             "deleted:", *(f"  step {s}: {r}" for s, r in skipped),
+             f"To start this workdir from scratch, move these step folders out of "
+             f"{self.manager.directory}; or use a fresh --workdir."]
+    raise CheckpointRestoreError("\n".join(lines))
+
+  def move_damaged(self, steps: list[int]) -> list[str]:
+    """Moves the checkpoints of `steps` to `<workdir>/checkpoints_damaged/<step>` (kept for
+    inspection, out of the way of new saves of the same steps); returns the new paths."""
+    moved = []
     if jax.process_index() == 0:
-      (self.workdir / CONFIG_FILE).write_text(json.dumps(self.config_dict, indent=2,
-                                                         sort_keys=True))
+      target_root = self.workdir / DAMAGED_DIR
+      target_root.mkdir(parents=True, exist_ok=True)
+      for step in steps:
+        source = self.manager.directory / str(step)
+        target, suffix = target_root / str(step), 1
+        while target.exists():
+          target, suffix = target_root / f"{step}.{suffix}", suffix + 1
+        if source.exists():
+          source.rename(target)
+          moved.append(str(target))
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices("slot_ot_jax_move_damaged_checkpoints")
+    self.manager.reload()
+    if moved:
+      logging.warning("Moved the damaged checkpoint(s) aside (kept, not deleted): %s",
+                      ", ".join(moved))
+    return moved
+
+  def config_changes(self) -> tuple[list[str], list[str]]:
+    """(differences that need permission, allowed differences) between config.json and now."""
+    saved = self.saved_config()
+    if saved is None:
+      return [], []
+    diffs = config_differences(saved, self.config_dict)
+    safe = [d for d in diffs if d.split(":", 1)[0] in RESUME_SAFE_FIELDS]
+    return [d for d in diffs if d not in safe], safe
+
+  def check_resume_config(self, step: int, allow_config_change: bool) -> list[str]:
+    """Checks the current config against config.json before resuming from `step`.
+
+    Returns the differences (empty if none).
+
+    Raises:
+      ConfigChangedError: if fields other than `RESUME_SAFE_FIELDS` differ and
+        `allow_config_change` is False.
+    """
+    changed, safe = self.config_changes()
+    if safe:
+      logging.info("Resuming with changed bookkeeping fields:\n  %s", "\n  ".join(safe))
+    if changed and not allow_config_change:
+      raise ConfigChangedError("\n".join([
+          f"The config differs from the one that trained the checkpoint at step {step} "
+          f"({self.workdir / CONFIG_FILE}):",
+          *("  " + d for d in changed[:_MAX_LISTED]),
+          *([f"  ... and {len(changed) - _MAX_LISTED} more"] if len(changed) > _MAX_LISTED
+            else []),
+          "Nothing was changed in the workdir. To resume under the new config anyway, pass "
+          "--allow_config_change (config.json keeps the original; the new config is saved "
+          f"as config_resumed_at_{step}.json). To train the new config separately, use a "
+          "fresh --workdir."]))
+    if changed:
+      logging.warning("Resuming from step %d with a changed config (allowed):\n  %s", step,
+                      "\n  ".join(changed))
+    return changed + safe
+
+  def write_config(self, resumed_from: int | None = None, changed: bool = False) -> None:
+    """Writes config.json for a new run; on a resume it is kept, and a changed config is
+    written beside it as config_resumed_at_<step>.json."""
+    if jax.process_index() != 0:
+      return
+    text = json.dumps(self.config_dict, indent=2, sort_keys=True)
+    path = self.workdir / CONFIG_FILE
+    if resumed_from is None or not path.exists():
+      if resumed_from is not None:
+        logging.warning("%s was missing beside the checkpoints; writing the current config.",
+                        path)
+      path.write_text(text)
+    elif changed:
+      (self.workdir / f"config_resumed_at_{resumed_from}.json").write_text(text)
 
   def save(self, step: int, state: Mapping[str, Any]) -> None:
-    """Starts an asynchronous save of `state` under `step` (no-op if it exists)."""
+    """Starts an asynchronous save of `state` under `step` (no-op if it exists).
+
+    Raises:
+      FloatingPointError: if any leaf of `state` holds a NaN or an infinity (nothing is
+        saved).
+    """
     if step in self.manager.all_steps():
       return
+    bad = non_finite_leaves(state)
+    if bad:
+      raise FloatingPointError(
+          f"Refusing to save the state of step {step}: {len(bad)} leaves hold NaN or "
+          f"infinity (e.g. {', '.join(bad[:3])}).")
     self.manager.save(step, args=ocp.args.StandardSave(dict(state)), force=True)
 
   def wait(self) -> None:
@@ -154,31 +343,48 @@ class Checkpointer:
 
 
 class PreemptionGuard:
-  """Turns SIGTERM into a flag the training loop polls, so it can save and exit cleanly.
+  """Turns SIGTERM and SIGINT (Ctrl-C) into a flag the training loop polls, so that it can
+  save a checkpoint and exit cleanly. A second SIGINT aborts at once (KeyboardInterrupt),
+  without waiting for the save.
 
   With several processes, `jax.experimental.multihost_utils.reached_preemption_sync_point`
   (the preemption service started by `jax.distributed.initialize`) makes every process stop
   at the same step.
   """
 
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
   def __init__(self):
-    self._requested = False
-    self._previous = None
+    self._requested = None  # Name of the first signal received.
+    self._previous = {}
+
+  @property
+  def signal_name(self) -> str | None:
+    """"SIGTERM" or "SIGINT" once one was received, else None."""
+    return self._requested
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+      for signum in self.SIGNALS:
+        self._previous[signum] = signal.signal(signum, self._handle)
     return self
 
   def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for signum, previous in self._previous.items():
+      signal.signal(signum, previous)
+    self._previous = {}
     return False
 
   def _handle(self, signum, frame):
-    del signum, frame
-    logging.warning("SIGTERM received: saving a checkpoint and stopping.")
-    self._requested = True
+    del frame
+    name = signal.Signals(signum).name
+    if self._requested == "SIGINT" and signum == signal.SIGINT:
+      logging.warning("Second SIGINT: aborting without waiting for the checkpoint.")
+      raise KeyboardInterrupt
+    logging.warning("%s received: saving a checkpoint at the end of this step and stopping%s.",
+                    name, " (Ctrl-C again aborts without saving)"
+                    if signum == signal.SIGINT else "")
+    self._requested = self._requested or name
 
   def should_stop(self, step: int) -> bool:
     if jax.process_count() > 1:
@@ -187,4 +393,141 @@ class PreemptionGuard:
         return multihost_utils.reached_preemption_sync_point(step)
       except RuntimeError:  # Preemption service not running.
         return False
-    return self._requested
+    return self._requested is not None
+
+
+_HELD_LOCKS: set[str] = set()  # Lock files held by this process.
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # Alive, owned by another user.
+    return True
+  return True
+
+
+class WorkdirLock:
+  """An exclusive lock file `<workdir>/train.lock` for the lifetime of one trainer.
+
+  The file holds the holder's PID, host, start time and command line, and is created
+  atomically (O_EXCL). A second trainer on the same workdir gets a `WorkdirLockedError`
+  naming the holder. A lock is stale, and taken over with a warning, when its process is
+  gone (same host) or, for another host, when its modification time (refreshed every
+  `LOCK_HEARTBEAT_S` by a background thread of the holder) is older than
+  `stale_after_s`. Only process 0 of a multi-process run takes the lock.
+  """
+
+  def __init__(self, workdir: epath.PathLike, stale_after_s: float = LOCK_STALE_AFTER_S):
+    self.path = os.path.join(os.path.abspath(str(workdir)), LOCK_FILE)
+    self.stale_after_s = stale_after_s
+    self._stop = threading.Event()
+    self._thread = None
+    self._held = False
+
+  def holder(self) -> dict[str, Any] | None:
+    """The content of the lock file, or None if there is none ({} if unreadable)."""
+    try:
+      with open(self.path) as f:
+        text = f.read()
+    except FileNotFoundError:
+      return None
+    try:
+      return json.loads(text)
+    except ValueError:
+      return {}
+
+  def _stale_reason(self, info: Mapping[str, Any]) -> str | None:
+    """Why the lock described by `info` is stale, or None if it may be live."""
+    try:
+      age = time.time() - os.path.getmtime(self.path)
+    except FileNotFoundError:
+      return "it vanished"
+    pid, host = info.get("pid"), info.get("host")
+    if not isinstance(pid, int) or not host:
+      if age > LOCK_HEARTBEAT_S * 2:  # Not a half-written file of a starting trainer.
+        return "its content is unreadable"
+      return None
+    if host == socket.gethostname():
+      if pid == os.getpid():
+        return None if self.path in _HELD_LOCKS else "it names this process, which holds no lock"
+      return None if _pid_alive(pid) else f"process {pid} on {host} is gone"
+    if age > self.stale_after_s:
+      return f"no heartbeat from {host} for {age:.0f} s"
+    return None
+
+  def acquire(self) -> "WorkdirLock":
+    """Takes the lock (or a stale one over).
+
+    Raises:
+      WorkdirLockedError: naming the PID and host of the live holder.
+    """
+    if jax.process_index() != 0:
+      return self
+    os.makedirs(os.path.dirname(self.path), exist_ok=True)
+    info = {"pid": os.getpid(), "host": socket.gethostname(),
+            "started": datetime.datetime.now().isoformat(timespec="seconds"),
+            "command": " ".join(sys.argv)}
+    for _ in range(3):
+      try:
+        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+      except FileExistsError:
+        holder = self.holder()
+        if holder is None:
+          continue  # Released meanwhile.
+        reason = self._stale_reason(holder)
+        if reason is None:
+          raise WorkdirLockedError(
+              f"The workdir {os.path.dirname(self.path)} is in use by another trainer: PID "
+              f"{holder.get('pid', '?')} on host {holder.get('host', '?')}, started "
+              f"{holder.get('started', '?')} ({holder.get('command', '?')}). Wait for it to "
+              f"finish or stop it (SIGTERM saves a checkpoint), or use another --workdir. If "
+              f"that process is certainly gone, delete {self.path}.") from None
+        logging.warning("Taking over the stale lock %s (%s): %s", self.path, reason, holder)
+        try:
+          os.remove(self.path)
+        except FileNotFoundError:
+          pass
+        continue
+      with os.fdopen(fd, "w") as f:
+        json.dump(info, f)
+      self._held = True
+      _HELD_LOCKS.add(self.path)
+      self._thread = threading.Thread(target=self._heartbeat, daemon=True,
+                                      name="workdir-lock-heartbeat")
+      self._thread.start()
+      return self
+    raise WorkdirLockedError(f"Could not take the lock {self.path}; another trainer keeps "
+                             "taking it. Use another --workdir.")
+
+  def _heartbeat(self) -> None:
+    while not self._stop.wait(LOCK_HEARTBEAT_S):
+      try:
+        os.utime(self.path)
+      except OSError:
+        pass
+
+  def release(self) -> None:
+    """Removes the lock file if this trainer holds it."""
+    if not self._held:
+      return
+    self._stop.set()
+    if self._thread is not None:
+      self._thread.join(timeout=5)
+    _HELD_LOCKS.discard(self.path)
+    self._held = False
+    holder = self.holder()
+    if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+      try:
+        os.remove(self.path)
+      except FileNotFoundError:
+        pass
+
+  def __enter__(self):
+    return self.acquire()
+
+  def __exit__(self, *exc):
+    self.release()
+    return False

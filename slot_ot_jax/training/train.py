@@ -12,10 +12,18 @@ The experiment comes from the task registry (`slot_ot_jax/tasks/base.py`, select
   one checkpoint from all of them; only process 0 writes final_metrics.json and PNGs).
 * The per-step PRNG key is `fold_in(state.rng, state.step)`, split by purpose into the
   task's streams, so a resumed run draws the same numbers as an uninterrupted one.
-* Checkpoints (`slot_ot_jax/training/checkpointing.py`): automatic resume from the workdir, saves
-  every `config.checkpoint_every_steps`, at the end and on SIGTERM.
-* A non-finite loss or gradient raises `FloatingPointError` naming the step; no state after
-  it is saved. Losses are fetched one step late, so the check never stalls the device queue.
+* Checkpoints (`slot_ot_jax/training/checkpointing.py`): automatic resume from the newest
+  checkpoint of the workdir that restores (damaged newer ones are skipped, named and moved
+  aside), saves every `config.checkpoint_every_steps`, at the end and on SIGTERM or SIGINT
+  (Ctrl-C; a second one aborts without saving).
+* Reliability (docs/reliability.md): the config is range-checked first
+  (`config_checks.validate_config`); one trainer per workdir (`checkpointing.WorkdirLock`);
+  a resume under a changed config is an error unless `allow_config_change`, and
+  config.json keeps the config of the run that started the workdir.
+* A non-finite loss, gradient or updated state raises `FloatingPointError` naming the step;
+  that state and any after it are never saved (and `Checkpointer.save` refuses non-finite
+  states anyway). The flags are fetched one step late, so the check never stalls the device
+  queue.
 * clu: TensorBoard scalars (`train/...`, `eval/...`), `ReportProgress` (steps/s and ETA in
   the log), evaluation through the task's metrics `Collection`.
 * At the end `<workdir>/final_metrics.json` holds the evaluation, the task's report line
@@ -34,23 +42,31 @@ import json
 import time
 from typing import Any, Callable, Sequence
 
-import flax
-import jax
-import jax.numpy as jnp
-import ml_collections
-import numpy as np
-import optax
 from absl import logging
 from clu import metric_writers
 from clu import metrics as clu_metrics
 from clu import periodic_actions
 from etils import epath
-from jax.sharding import NamedSharding, PartitionSpec
+import flax
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec
+import ml_collections
+import numpy as np
+import optax
 
-from slot_ot_jax.training import checkpointing
-from slot_ot_jax.training import optim
 from slot_ot_jax import tasks
 from slot_ot_jax.evaluation import visualize
+from slot_ot_jax.training import checkpointing
+from slot_ot_jax.training import config_checks
+from slot_ot_jax.training import optim
+
+# Errors that explain themselves (what went wrong and what to do): main.py prints their
+# message without a traceback and exits with status 1.
+USER_ERRORS = (config_checks.ConfigError, checkpointing.WorkdirLockedError,
+               checkpointing.ConfigChangedError, checkpointing.IncompatibleCheckpointError,
+               checkpointing.CheckpointRestoreError, FloatingPointError)
 
 FINAL_METRICS_FILE = "final_metrics.json"
 EVAL_METRICS_FILE = "eval_metrics.json"
@@ -101,7 +117,11 @@ def make_train_metrics(task: tasks.Task, model, abstract_state: TrainState,
 
 def make_train_step(task: tasks.Task, model, tx: optax.GradientTransformation,
                     schedule: optax.Schedule, metrics_cls) -> Callable:
-  """(state, batch) -> (new state, metrics Collection, all-finite flag)."""
+  """(state, batch) -> (new state, metrics Collection, all-finite flag).
+
+  The flag covers the loss, the gradient and every floating-point leaf of the new state
+  (parameters, optimizer state, other collections): an update can overflow to infinity or
+  NaN with a finite loss and gradient (say with a huge learning rate)."""
   def train_step(state: TrainState, batch):
     rngs = stream_rngs(jax.random.fold_in(state.rng, state.step), task.rng_streams)
 
@@ -116,9 +136,12 @@ def make_train_step(task: tasks.Task, model, tx: optax.GradientTransformation,
     grad_norm = optax.global_norm(grads)
     metrics = metrics_cls.single_from_model_output(
         loss=loss, grad_norm=grad_norm, learning_rate=schedule(state.step), **aux)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                               model_state=model_state)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    for leaf in jax.tree.leaves((params, opt_state, model_state)):
+      if jnp.issubdtype(leaf.dtype, jnp.inexact):
+        finite = finite & jnp.all(jnp.isfinite(leaf))
     return new_state, metrics, finite
   return train_step
 
@@ -223,9 +246,10 @@ def _check_finite(pending, checkpointer: checkpointing.Checkpointer) -> None:
     checkpointer.wait()
     last = checkpointer.latest_step()
     raise FloatingPointError(
-        f"Non-finite loss or gradient at train step {step} (the update from state {step} to "
-        f"{step + 1}); stopping without saving it. Last good checkpoint: "
-        f"{'none' if last is None else f'step {last}'}.")
+        f"Non-finite loss, gradient or updated state at train step {step} (the update from "
+        f"state {step} to {step + 1}); stopping without saving it. Last good checkpoint: "
+        f"{'none' if last is None else f'step {last} (a rerun resumes from it)'}. Lower the "
+        "learning rate or clip gradients to get past this step.")
 
 
 def _scalar_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -233,46 +257,84 @@ def _scalar_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return {k: v for k, v in flat.items() if isinstance(v, (bool, int, float, str))}
 
 
+def _validated_task(config: ml_collections.ConfigDict) -> tasks.Task:
+  """The task of `config`, after the range checks of every count (config_checks).
+
+  Raises:
+    config_checks.ConfigError: listing every field out of range (also when the task
+      cannot even be built because of one).
+  """
+  try:
+    task = tasks.get_task(config)
+  except Exception:
+    config_checks.validate_config(config)  # A bad count is the better explanation.
+    raise
+  config_checks.validate_config(config, task)
+  return task
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       *, devices: Sequence[jax.Device] | None = None) -> dict[str, Any]:
+                       *, devices: Sequence[jax.Device] | None = None,
+                       allow_config_change: bool = False) -> dict[str, Any]:
   """Trains `config` in `workdir` (resuming from its latest checkpoint), then evaluates.
 
   Args:
     config: a locked experiment config (see configs/).
     workdir: directory for checkpoints, TensorBoard events, config.json, final_metrics.json.
     devices: the devices of the data-parallel mesh; default all devices of all processes.
+    allow_config_change: resume even if the config differs from the workdir's config.json
+      in fields other than `checkpointing.RESUME_SAFE_FIELDS` (config.json is kept; the new
+      config is written as config_resumed_at_<step>.json).
 
   Returns:
     The content of final_metrics.json: {"step", "eval": {metric: value}, "report", timings},
-    or {"preempted": True, "step": ...} when stopped by SIGTERM (a checkpoint was saved).
+    or {"preempted": True, "step": ..., "signal": "SIGTERM" | "SIGINT"} when stopped by a
+    signal (a checkpoint was saved).
 
   Raises:
-    FloatingPointError: on a non-finite loss or gradient (naming the step).
+    config_checks.ConfigError: a count or step field is out of range (all are listed).
+    checkpointing.WorkdirLockedError: another live trainer uses the workdir.
+    FloatingPointError: on a non-finite loss, gradient or state (naming the step).
     checkpointing.IncompatibleCheckpointError: if the workdir's checkpoint cannot hold the
       state of `config`.
+    checkpointing.ConfigChangedError: resuming under a changed config without
+      `allow_config_change`.
+    checkpointing.CheckpointRestoreError: checkpoints exist but none restores.
   """
+  task = _validated_task(config)
   if config.get("mode", "train") == "eval":
     return evaluate_checkpoint(config, workdir, devices=devices)
-  # Installed first, so that a SIGTERM during compilation also ends in a clean save.
-  with checkpointing.PreemptionGuard() as guard:
-    return _train_and_evaluate(config, workdir, devices, guard)
+  with checkpointing.WorkdirLock(workdir):
+    # Installed first, so that a signal during compilation also ends in a clean save.
+    with checkpointing.PreemptionGuard() as guard:
+      return _train_and_evaluate(config, task, workdir, devices, guard, allow_config_change)
 
 
-def _train_and_evaluate(config, workdir, devices, guard) -> dict[str, Any]:
+def _train_and_evaluate(config, task, workdir, devices, guard,
+                        allow_config_change) -> dict[str, Any]:
   t_start = time.time()
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  task = tasks.get_task(config)
   task.check_ready()
   trainer = Trainer(config, task, list(devices) if devices is not None else jax.devices())
   checkpointer = checkpointing.Checkpointer(workdir, config)
-  latest = checkpointer.latest_step()
-  if latest is None:
-    state = trainer.create_state()
-  else:
-    logging.info("Resuming from the checkpoint at step %d in %s.", latest, workdir)
-    state = TrainState(**checkpointer.restore(latest, trainer.abstract_state_dict()))
-  checkpointer.write_config()
+  try:
+    found = checkpointer.restore_latest(trainer.abstract_state_dict())
+    resumed_from, changed = None, []
+    if found is None:
+      state = trainer.create_state()
+    else:
+      resumed_from = found[0]
+      # Before anything in the workdir changes: a refused resume leaves it as it was.
+      changed = checkpointer.check_resume_config(resumed_from, allow_config_change)
+      if found[2]:  # Damaged newer checkpoints: out of the way of the new saves, kept.
+        checkpointer.move_damaged([step for step, _ in found[2]])
+      logging.info("Resuming from the checkpoint at step %d in %s.", resumed_from, workdir)
+      state = TrainState(**found[1])
+    checkpointer.write_config(resumed_from, changed=bool(changed))
+  except BaseException:
+    checkpointer.close()
+    raise
   initial_step = int(state.step)
   num_steps = int(config.num_train_steps)
 
@@ -314,8 +376,9 @@ def _train_and_evaluate(config, workdir, devices, guard) -> dict[str, Any]:
           checkpointer.save(done, state.as_dict())
       if stop:
         checkpointer.wait()
-        logging.warning("Stopped by SIGTERM after step %d; checkpoint saved.", done)
-        return {"preempted": True, "step": done}
+        logging.warning("Stopped by %s after step %d; checkpoint saved.",
+                        guard.signal_name or "preemption", done)
+        return {"preempted": True, "step": done, "signal": guard.signal_name}
     _check_finite(pending, checkpointer)
   finally:
     checkpointer.close()
@@ -348,23 +411,28 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   "eval"). Scalars go to TensorBoard under `eval/`, images to `<workdir>/images/`, and
   `<workdir>/eval_metrics.json` holds {"step", "eval", "report", "wall_time_s"}.
 
+  The newest checkpoint that restores is evaluated; damaged newer ones are skipped with a
+  warning (and left in place: evaluation changes nothing in the checkpoints).
+
   Raises:
     FileNotFoundError: if the workdir holds no checkpoint.
     checkpointing.IncompatibleCheckpointError: if it cannot hold the state of `config`.
+    checkpointing.CheckpointRestoreError: checkpoints exist but none restores.
   """
   t_start = time.time()
   workdir = epath.Path(workdir)
-  task = tasks.get_task(config)
+  task = _validated_task(config)
   task.check_ready()
   checkpointer = checkpointing.Checkpointer(workdir, config)
   try:
-    latest = checkpointer.latest_step()
-    if latest is None:
+    trainer = Trainer(config, task, list(devices) if devices is not None else jax.devices())
+    found = checkpointer.restore_latest(trainer.abstract_state_dict())
+    if found is None:
       raise FileNotFoundError(
           f"No checkpoint to evaluate in {workdir / checkpointing.CHECKPOINT_DIR}; train "
           "first with the same --workdir (and mode=train).")
-    trainer = Trainer(config, task, list(devices) if devices is not None else jax.devices())
-    state = TrainState(**checkpointer.restore(latest, trainer.abstract_state_dict()))
+    latest = found[0]
+    state = TrainState(**found[1])
   finally:
     checkpointer.close()
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
