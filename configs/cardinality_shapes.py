@@ -29,6 +29,9 @@ Published: none (a dataset of this project); 003 shows the CLEVR curves as figur
 Runtime: 3,000 steps at about 15 steps/s on one CPU thread (two runs side by side on a 2-core
 machine): 3.5-6 minutes with start-up, compilation and evaluation; the sweep 17-91 s.
 runlocal=1: a few minutes (shapes/tiny).
+
+Initialisation: framework_defaults="ocl" (docs/reference_defaults.md):
+as configs/clevr_cardinality.py (the study it scales down).
 """
 from configs import common
 from configs import object_discovery
@@ -47,6 +50,7 @@ def get_config(arg=None):
   config.unlock()
   sa = config.model.slot_attention
   sa.num_iters, sa.num_iters_eval = 3, 5
+  sa.framework_defaults = "ocl"  # As clevr10_krimmel (see the docstring).
   ev = config.evaluation
   ev.sweep_slot_counts = SWEEP_SLOTS
   if not arg.runlocal:

@@ -20,6 +20,9 @@ CLEVR6 model with 11 slots on CLEVR10 without a table entry. No number to compar
 
 Runtime: as CLEVR6 (about 5.5 days on one V100 for SA), plus evaluations with 7 extra slot
 counts. CPU: not practical (runlocal=1: about a minute).
+
+Initialisation: framework_defaults="keras" (docs/reference_defaults.md):
+the Slot Attention reference (TensorFlow/Keras), SA paper §4.1.
 """
 from configs import object_discovery
 

@@ -31,6 +31,11 @@ numbers are the MOVi-D zero-shot results (Table 1, DINOSAUR models).
 
 Runtime: as CLEVR6 (about 5.5 days for SA on one V100, 500k steps), plus a sweep of 7
 slot counts over 1,280 scenes; not practical on CPU (runlocal=1: about a minute on shapes/tiny).
+
+Initialisation: framework_defaults="ocl" (docs/reference_defaults.md):
+Krimmel et al. released no code; assumed built on DINOSAUR's
+PyTorch object-centric-learning-framework, which their MOVi experiments need (PyTorch
+defaults, zero biases in its MLPs).
 """
 from configs import common
 from configs import object_discovery

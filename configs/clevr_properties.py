@@ -34,6 +34,9 @@ time as published, on the authors' GPU):
 Expected GPU time: about the published 2.2-2.5 h (SA, SA-SH, SA-MESH) and 9-10 h (SA-EMD, POT
 on the host) per run on one modern GPU; not measured here (no GPU run was made). Not
 practical on CPU except runlocal=1.
+
+Initialisation: framework_defaults="torch" (docs/reference_defaults.md):
+the MESH reference (PyTorch) of Tables 2 and 6.
 """
 from configs import property_prediction
 

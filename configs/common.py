@@ -15,6 +15,11 @@ from ml_collections import config_dict
 
 # Attention choices of `slot_ot_jax.modules.attention.SlotAttention`, by config name.
 ATTENTIONS = ("softmax", "sinkhorn", "emd", "mesh")
+# Initialisation styles of `slot_ot_jax.modules.defaults` (docs/reference_defaults.md): the
+# initialisers and LayerNorm epsilons of Flax (ours), PyTorch (the MESH reference), Keras (the
+# Slot Attention reference) or PyTorch with the object-centric-learning-framework's explicit
+# initialisations (DINOSAUR's code). Each paper config selects its reference's.
+FRAMEWORK_DEFAULTS = ("flax", "torch", "keras", "ocl")
 
 
 def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
@@ -84,7 +89,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.runlocal = False                # Recorded when the config was shrunk for a CPU smoke run.
 
   config.optimizer = ml_collections.ConfigDict()
-  # Adam; lr(step) = learning_rate * min(1, step / warmup_steps) * decay_rate ** (step / decay_steps).
+  # Adam; lr(step) =
+  #   learning_rate * min(1, step / warmup_steps) * decay_rate ** (step / decay_steps).
   config.optimizer.learning_rate = 4e-4
   config.optimizer.warmup_steps = 10_000
   config.optimizer.decay_rate = 0.5
@@ -139,6 +145,10 @@ def slot_attention_kwargs(num_slots, **overrides) -> ml_collections.ConfigDict:
       detach_slots=False,
       norm_inputs=True,
       compute_dtype="float32",                      # or bfloat16 outside the OT core.
+      # Initialisers and LayerNorm epsilons of every module of the model (the task passes
+      # this field to the encoder, decoder, head and transition too): one of
+      # FRAMEWORK_DEFAULTS; a learned MESH step starts at 1 except under "flax".
+      framework_defaults="flax",
   ))
   for key, value in overrides.items():
     if key not in kwargs:
@@ -146,6 +156,7 @@ def slot_attention_kwargs(num_slots, **overrides) -> ml_collections.ConfigDict:
                        f"{', '.join(sorted(kwargs))}.")
     kwargs[key] = value
   check_choice("attention", kwargs.attention, ATTENTIONS)
+  check_choice("framework_defaults", kwargs.framework_defaults, FRAMEWORK_DEFAULTS)
   return kwargs
 
 

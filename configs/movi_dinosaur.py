@@ -6,7 +6,8 @@ masks upsampled to 224x224 (slot_ot_jax/tasks/dinosaur.py). Three steps:
 
   1. the kubric TFDS release on disk (source gs://kubric-public/tfds/movi_c/256x256/1.0.0,
      likewise movi_d; layout in slot_ot_jax/data/movi.py), under MOVI_DIR;
-  2. the features, once (weights: the DINO ViT-B/8 checkpoint as an .npz, slot_ot_jax/modules/vit.py):
+  2. the features, once (weights: the DINO ViT-B/8 checkpoint as an .npz,
+     slot_ot_jax/modules/vit.py):
        python scripts/extract_vit_features.py --movi_dir=MOVI_DIR --name=movi_c \
            --weights=dino_vitb8.npz --out_dir=data/movi_features
      (and --name=movi_d --splits=validation,test for the zero-shot evaluation);
@@ -14,7 +15,8 @@ masks upsampled to 224x224 (slot_ot_jax/tasks/dinosaur.py). Three steps:
        python main.py --config=configs/movi_dinosaur.py:dataset=c6,update_norm=batch_norm \
            --workdir=workdirs/dinosaur_c6_bn
      then its MOVi-D zero-shot evaluation with 24 slots on the test split:
-       python main.py --config=configs/movi_dinosaur.py:dataset=c6,update_norm=batch_norm,eval=movi_d \
+       python main.py \
+           --config=configs/movi_dinosaur.py:dataset=c6,update_norm=batch_norm,eval=movi_d \
            --workdir=workdirs/dinosaur_c6_bn --config.mode=eval
      (`--config.evaluation.slot_counts=7,11,15,19,24` adds per-slot-count scores, Figs. 3-5).
 
@@ -53,6 +55,11 @@ compilation)
       --vit=tiny --weights=random --out_dir=/tmp/movi_features
   python main.py --config=configs/movi_dinosaur.py:runlocal=1 --workdir=/tmp/dino \
       --config.data.features_dir=/tmp/movi_features
+
+Initialisation: framework_defaults="ocl" (docs/reference_defaults.md):
+DINOSAUR's code, the object-centric-learning-framework
+(PyTorch defaults; zero biases in its MLPs; slots_mu / slots_log_sigma xavier_uniform;
+decoder position embedding N(0, 0.02^2)); Krimmel et al. released no code.
 """
 from __future__ import annotations
 
@@ -100,7 +107,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.decoder_hidden = (1024, 1024, 1024)
   config.model.slot_attention = common.slot_attention_kwargs(
       num_slots=arg.slots or DEFAULT_SLOTS[arg.dataset], slot_size=128, mlp_size=512,
-      num_iters=3, attention=arg.attention, update_norm=arg.update_norm)
+      num_iters=3, attention=arg.attention, update_norm=arg.update_norm,
+      framework_defaults="ocl")  # DINOSAUR's code: the object-centric-learning-framework.
 
   config.evaluation = ml_collections.ConfigDict()
   config.evaluation.dataset = arg.eval   # Feature dataset of evaluation.

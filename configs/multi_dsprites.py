@@ -21,6 +21,9 @@ SA paper Table 1: SA FG-ARI 91.3 +- 0.3.
 
 Runtime: about 24 h for SA on one V100 (SA supplement); SA-MESH slower per step (not measured
 here). CPU: not practical (runlocal=1: about a minute).
+
+Initialisation: framework_defaults="torch" (docs/reference_defaults.md):
+the MESH reference (PyTorch) this setting reproduces (MESH Table 3).
 """
 from configs import object_discovery
 

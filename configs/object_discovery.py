@@ -23,7 +23,8 @@ Evaluation only, from the workdir's latest checkpoint, on the test split:
 
 writes WORKDIR/eval_metrics.json (FG-ARI, FG-mIoU, optional per-object-count and per-slot-count
 breakdowns) and the image grid under WORKDIR/images/; with sweep_slot_counts, the cardinality
-sweep of 003 (slot_ot_jax/evaluation/cardinality.py) writes WORKDIR/cardinality/sweep.{json,md} and figures.
+sweep of 003 (slot_ot_jax/evaluation/cardinality.py) writes
+WORKDIR/cardinality/sweep.{json,md} and figures.
 
 Settings (hyper-parameters: SA supplement Table 10, MESH App. F.3): batch 64, Adam 4e-4,
 linear warm-up 10k, decay 0.5 per 100k, global-norm clipping 0.1 (MESH reference), 3 iterations.
@@ -41,6 +42,14 @@ clevr10 follows the SA paper §4.1 (3 iterations, 320 CLEVR10 test scenes); clev
 follows 003 (Krimmel et al.) §5.1: 3 iterations in training, 5 in evaluation, 1,280 scenes
 (multi_object_datasets/clevr10_krimmel), and in mode=eval the sweep over 7..13 slots x object
 counts (configs/clevr_cardinality.py selects the normalisation and the training slot count).
+
+Initialisation (model.slot_attention.framework_defaults, docs/reference_defaults.md): each
+setting follows the code of the paper it reproduces: "torch" (the MESH reference, PyTorch) for
+multi_dsprites, clevrtex and shapes (the offline SA / SA-SH / SA-MESH comparison of MESH's
+Multi-dSprites model); "keras" (the Slot Attention reference, TensorFlow/Keras) for
+tetrominoes, clevr6 and clevr10; "ocl" for clevr10_krimmel (Krimmel et al. released no code;
+assumed built on DINOSAUR's PyTorch object-centric-learning-framework, which their MOVi
+experiments need).
 
 Runtime: SA paper App.: 7.5 h (Tetrominoes), 24 h (Multi-dSprites), 5.5 days (CLEVR6) for 500k
 steps of SA on one V100; SA-MESH costs more per step (4 MESH steps of 5 Sinkhorn iterations).
@@ -60,14 +69,17 @@ _MDS = "multi_object_datasets/"
 SETTINGS = {
     "multi_dsprites": dict(dataset=_MDS + "multi_dsprites_colored_on_grayscale",
                            architecture="multi_dsprites", resolution=64, max_objects=5,
-                           slot_size=64, mlp_size=128, epochs=530, train_size=60_000),
+                           slot_size=64, mlp_size=128, epochs=530, train_size=60_000,
+                           framework_defaults="torch"),
     "tetrominoes": dict(dataset=_MDS + "tetrominoes", architecture="tetrominoes",
                         resolution=35, max_objects=3, slot_size=64, mlp_size=128,
-                        steps=500_000),
+                        steps=500_000, framework_defaults="keras"),
     "clevr6": dict(dataset=_MDS + "clevr6", architecture="clevr", resolution=128,
-                   max_objects=6, slot_size=64, mlp_size=128, steps=500_000),
+                   max_objects=6, slot_size=64, mlp_size=128, steps=500_000,
+                   framework_defaults="keras"),
     "clevr10": dict(dataset=_MDS + "clevr6", architecture="clevr", resolution=128,
                     max_objects=6, slot_size=64, mlp_size=128, steps=500_000, flip=True,
+                    framework_defaults="keras",
                     eval_dataset=_MDS + "clevr10", eval_slots=11,
                     slot_counts="7,8,9,10,11,12,13"),
     # 003 (Krimmel et al.) §5.1 protocol: CLEVR6 training with flips, 3 iterations in
@@ -75,12 +87,14 @@ SETTINGS = {
     "clevr10_krimmel": dict(dataset=_MDS + "clevr6", architecture="clevr", resolution=128,
                             max_objects=6, slot_size=64, mlp_size=128, steps=500_000,
                             flip=True, eval_dataset=_MDS + "clevr10_krimmel", eval_slots=11,
-                            num_iters_eval=5, sweep_slot_counts="7,8,9,10,11,12,13"),
+                            num_iters_eval=5, sweep_slot_counts="7,8,9,10,11,12,13",
+                            framework_defaults="ocl"),
     "clevrtex": dict(dataset="clevrtex/full", architecture="clevrtex", resolution=64,
                      max_objects=10, slot_size=128, mlp_size=256, epochs=530,
-                     train_size=40_000),
+                     train_size=40_000, framework_defaults="torch"),
     "shapes": dict(dataset="shapes/32x32", architecture="multi_dsprites", resolution=32,
-                   max_objects=3, slot_size=64, mlp_size=128, width=32, steps=20_000),
+                   max_objects=3, slot_size=64, mlp_size=128, width=32, steps=20_000,
+                   framework_defaults="torch"),
 }
 
 
@@ -140,7 +154,8 @@ def build(setting: str, arg: str | None = None, **arg_defaults) -> ml_collection
   config.model.slot_attention = common.slot_attention_kwargs(
       num_slots=num_slots, slot_size=s["slot_size"], mlp_size=s["mlp_size"], num_iters=3,
       attention=arg.attention, update_norm=arg.update_norm,
-      compute_dtype=config.model.get_ref("compute_dtype"))
+      compute_dtype=config.model.get_ref("compute_dtype"),
+      framework_defaults=s["framework_defaults"])
   if "num_iters_eval" in s:
     config.model.slot_attention.num_iters_eval = s["num_iters_eval"]
 
@@ -152,8 +167,9 @@ def build(setting: str, arg: str | None = None, **arg_defaults) -> ml_collection
   config.evaluation.per_object_count = "eval_dataset" in s
   config.evaluation.slot_counts = s.get("slot_counts", "")  # e.g. "7,9,11".
   config.evaluation.count_unmatched_predictions = False     # True: ClevrTex evaluator mIoU.
-  # mode="eval" only: slot counts x object counts sweep (003; slot_ot_jax/evaluation/cardinality.py),
-  # e.g. "7,9,11,13": FG-ARI, ARI, FG-mIoU and loss per cell, table, JSON and figures.
+  # mode="eval" only: slot counts x object counts sweep (003;
+  # slot_ot_jax/evaluation/cardinality.py), e.g. "7,9,11,13": FG-ARI, ARI, FG-mIoU and loss per
+  # cell, table, JSON and figures.
   config.evaluation.sweep_slot_counts = s.get("sweep_slot_counts", "")
 
   config.images = ml_collections.ConfigDict()

@@ -27,6 +27,10 @@ over the evaluation split (CLEVR: the full validation split, 15k; train[:512], w
 skips, is the monitoring set: --config.data.eval_split=train[:512]).
 
 Evaluation only, from the workdir's latest checkpoint: --config.mode=eval (test_split).
+
+Initialisation (model.slot_attention.framework_defaults, docs/reference_defaults.md): "torch",
+the MESH reference's PyTorch defaults, in both settings (MESH Tables 2 and 6 and their
+offline counterpart).
 """
 from __future__ import annotations
 
@@ -41,7 +45,8 @@ SETTINGS = {
                   num_slots=10, batch_size=512, steps=150_000, train_split="train[512:]",
                   eval_split="validation", test_split="validation",
                   # The reference's MESH step: lr 8 over the 1024 x 10 cost (0.08 per entry).
-                  mesh_lr_per_entry=False, mesh_lr=8.0),
+                  mesh_lr_per_entry=False, mesh_lr=8.0,
+                  framework_defaults="torch"),  # MESH Tables 2 and 6: PyTorch.
     "shapes": dict(dataset="shapes/properties32", resolution=32, width=32, strides="2,1,1,1",
                    kernel=3, learning_rate=1e-3,
                    num_slots=4, batch_size=32, steps=3_000, train_split="train",
@@ -49,7 +54,8 @@ SETTINGS = {
                    # 0.05 per entry of the 256 x 4 cost (lr 1.6), the per-entry step of lr 8 at
                    # 64x64 images; lr 8 here (0.25 per entry) gave AP inf 26.1 +- 6.9 % against
                    # 48.3 +- 4.6 % (3 seeds each, benchmarks/results/property_prediction_shapes*).
-                   mesh_lr_per_entry=True, mesh_lr=0.05),
+                   mesh_lr_per_entry=True, mesh_lr=0.05,
+                   framework_defaults="torch"),  # The offline MESH Table 2 comparison.
 }
 
 
@@ -74,7 +80,8 @@ def build(setting: str, arg: str | None = None, **arg_defaults) -> ml_collection
   data = config.data
   data.name = s["dataset"]
   data.data_dir = config_dict.placeholder(str)   # TFDS data dir; None = TFDS default.
-  data.manual_dir = config_dict.placeholder(str)  # Source files; None = <data_dir>/downloads/manual.
+  # Source files; None = <data_dir>/downloads/manual.
+  data.manual_dir = config_dict.placeholder(str)
   data.prepare = True
   data.train_split = s["train_split"]
   data.eval_split = s["eval_split"]
@@ -90,7 +97,8 @@ def build(setting: str, arg: str | None = None, **arg_defaults) -> ml_collection
   config.model.slot_attention = common.slot_attention_kwargs(
       num_slots=s["num_slots"], slot_size=64, mlp_size=128, num_iters=3,
       attention=arg.attention, detach_slots=arg.detach_slots,
-      mesh_lr_per_entry=s["mesh_lr_per_entry"], mesh_lr=s["mesh_lr"])
+      mesh_lr_per_entry=s["mesh_lr_per_entry"], mesh_lr=s["mesh_lr"],
+      framework_defaults=s["framework_defaults"])
 
   config.evaluation = ml_collections.ConfigDict()
   config.evaluation.thresholds = "inf,1,0.5,0.25,0.125,0.0625"  # Scene units (CLEVR: [-3, 3]).

@@ -35,11 +35,11 @@ early, so the constant, higher rate is the default (SA at sigma=1 then matches t
   SA-MESH               0.453 / 0.489 / 0.471   0.522 / 0.600 / 0.573   0.836 vs 0.657
   SA-SH                 0.584 / 0.602 / 0.577   0.507 / 0.533 / 0.523   0.845 vs 0.707
 The decay helps SA-MESH at sigma=0.1 and hurts both models at sigma=0.01 (slower escape from
-the predict-zeros plateau) and SA-SH at 0.1, so the default stays constant: one schedule for
-every cell, not tuned per cell. The warm-up follows `num_train_steps` (a field reference), so
-shortening a run rescales it. Gradient clipping: global norm 1.0, active at sigma=1 (gradient norms of a few
-units late in training) and never reached at sigma <= 0.1, where the plain MSE is tiny; the
-0.1 of the image experiments is tuned to a reconstruction loss of a different scale.
+the predict-zeros plateau) and SA-SH at 0.1, so the default stays constant: one schedule for every
+cell, not tuned per cell. The warm-up follows `num_train_steps` (a field reference), so shortening a
+run rescales it. Gradient clipping: global norm 1.0, active at sigma=1 (gradient norms of a few
+units late in training) and never reached at sigma <= 0.1, where the plain MSE is tiny; the 0.1 of
+the image experiments is tuned to a reconstruction loss of a different scale.
 
 MESH step size: `mesh_lr_per_entry=True, mesh_lr=0.05`, i.e. each normalised MESH step moves
 every cost entry by 0.05 (root mean square), the per-entry step of the reference's lr 8 at its
@@ -47,9 +47,9 @@ image setting (8 / sqrt(4096 * 6) = 0.051). Here that is lr 1.15 over the whole 
 the reference's lr 8 would move each entry by 0.35 per step and make the plan almost hard
 before the final Sinkhorn (median |gradient| of the key projection at initialisation, one
 batch, sigma = 0.01: 1.1e-7 with lr 8, 2.5e-5 with lr 1, 4.4e-5 for SA-SH). SA-MESH RMSE/sigma
-per seed, 0.05 per entry against lr 8 (README): sigma = 0.1: 0.522 / 0.600 / 0.573 against
-0.711 / 0.705 / 0.702; sigma = 0.01: 0.657 / 0.742 / 0.794 against 0.758 / 0.800 / 0.828;
-sigma = 1 (seed 0): 0.228 against 0.288. Run the reference's step with
+per seed, 0.05 per entry against lr 8 (docs/random_objects.md): sigma = 0.1: 0.522 / 0.600 /
+0.573 against 0.711 / 0.705 / 0.702; sigma = 0.01: 0.657 / 0.742 / 0.794 against 0.758 /
+0.800 / 0.828; sigma = 1 (seed 0): 0.228 against 0.288. Run the reference's step with
 `--config.model.slot_attention.mesh_lr_per_entry=False --config.model.slot_attention.mesh_lr=8`.
 
 Known gap: at sigma <= 0.1 the optimal-transport models stay far above the paper. Their learned
@@ -57,8 +57,9 @@ input marginals put 4.4-4.9 of the 5 units of mass on the 100 zero vectors and e
 only 2-8 % of its mass from its object (0.6-0.87 at sigma = 1): with the input LayerNorm the
 objects have unit scale whatever sigma is, and a small share of them is one way to output
 vectors of scale sigma. No input LayerNorm, uniform marginals, weighted-mean updates, 60 epochs,
-the smaller MESH step, cost scales 0.3-10, MESH noise 0.1 or a summed loss closed it (README);
-differentiating through the MESH steps closes most of it for SA-MESH at sigma = 0.1 only.
+the smaller MESH step, cost scales 0.3-10, MESH noise 0.1 or a summed loss closed it
+(docs/random_objects.md); differentiating through the MESH steps closes most of it for
+SA-MESH at sigma = 0.1 only.
 
 Gradient path: `mesh_differentiate_steps=True`, the outer gradient flows through the four
 MESH steps (second derivatives of the entropy); the released reference, and the module's
@@ -79,6 +80,9 @@ SA-MESH 10-16 min in the later ones on the same machine under more load (17-28 m
 differentiated MESH steps, the default now); SA-EMD 17-25 min there (its host solve of 64
 problems of 105 x 5: 10 ms with POT's solver called directly, 35 ms
 through `ot.emd`). GPU: not measured.
+
+Initialisation: framework_defaults="torch" (docs/reference_defaults.md):
+the MESH reference (PyTorch) of Table 1.
 """
 from __future__ import annotations
 
@@ -125,6 +129,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # through them); at sigma = 0.1 this is the one setting that brings SA-MESH near the
       # paper (see the docstring). Ignored by the other attentions.
       mesh_differentiate_steps=True,
+      framework_defaults="torch",  # The MESH reference's initialisers (PyTorch).
   )
 
   config.num_epochs = 20

@@ -24,6 +24,10 @@ setting's 5x5 kernels, first stride 1 and lr 4e-4 learned nothing measurable in 
 AP1 4.9% on the validation split) before the demonstration, then left fixed for every variant.
 
 Runtime: 3,000 steps take about 3-4 minutes on one CPU thread; runlocal=1: about a minute.
+
+Initialisation: framework_defaults="torch" (docs/reference_defaults.md):
+the offline counterpart of MESH Table 2, as
+configs/clevr_properties.py.
 """
 from configs import property_prediction
 

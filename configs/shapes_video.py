@@ -1,6 +1,7 @@
 r"""Two-frame video object discovery on the offline shapes_video dataset (task "video").
 
-  python main.py --config=configs/shapes_video.py:attention=mesh,seed=0 --workdir=workdirs/shapes_video_mesh_0
+  python main.py --config=configs/shapes_video.py:attention=mesh,seed=0 \
+      --workdir=workdirs/shapes_video_mesh_0
 
 The offline counterpart of configs/clevrer.py (MESH Table 5) with the same arguments
 (attention=softmax|sinkhorn|mesh, noise=none|fixed|learned, noise_sigma=<float, 0.1>,
@@ -27,12 +28,15 @@ Published: none (a dataset of this project). The CPU demonstration (SA, SA fixed
 SA-MESH, 3 seeds) is benchmarks/results/video_shapes.md, written by scripts/video_demo.py.
 
 The demonstration's settings (scripts/video_demo.py): resolution=16, kernel_size=3,
-learning_rate=0.001, steps=3000, batch 16, full-resolution broadcast decoder: 5.5-7 steps/s
-for SA and about 3.5 for SA-MESH on one CPU thread with two runs side by side on a 2-core
-machine (3,000 steps in 10-14.5 minutes with start-up and evaluation). At 32x32 with 5x5 kernels the same model is several times slower
-per step, and with the SA paper's 4e-4 the same autoencoder on still 16x16 sprites still split
-the image into regions after 3,000 steps (the pilot in configs/cardinality_shapes.py).
-runlocal=1: a few minutes.
+learning_rate=0.001, steps=3000, batch 16, full-resolution broadcast decoder: 5.5-7 steps/s for SA
+and about 3.5 for SA-MESH on one CPU thread with two runs side by side on a 2-core machine (3,000
+steps in 10-14.5 minutes with start-up and evaluation). At 32x32 with 5x5 kernels the same model is
+several times slower per step, and with the SA paper's 4e-4 the same autoencoder on still 16x16
+sprites still split the image into regions after 3,000 steps (the pilot in
+configs/cardinality_shapes.py). runlocal=1: a few minutes.
+
+Initialisation: framework_defaults="torch" (docs/reference_defaults.md):
+the offline counterpart of MESH Table 5, as configs/clevrer.py.
 """
 from configs import clevrer
 from configs import common

@@ -15,6 +15,9 @@ Published: SA paper Table 1, SA FG-ARI 99.5 +- 0.2 (%). No published SA-SH / SA-
 
 Runtime: about 7.5 h for SA on one V100 (SA supplement). CPU: not practical (runlocal=1: about
 a minute).
+
+Initialisation: framework_defaults="keras" (docs/reference_defaults.md):
+the Slot Attention reference (TensorFlow/Keras) of SA paper Table 1.
 """
 from configs import object_discovery
 

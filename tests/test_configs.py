@@ -120,7 +120,7 @@ class RandomObjectsConfigTest(parameterized.TestCase):
     self.assertEqual((config.seed, config.data.seed), (3, 3))
     self.assertEqual(config.model.slot_attention.temperature, 0.5)
     self.assertEqual(config.num_train_steps, 40_000)
-    with self.assertRaises(Exception):
+    with self.assertRaisesRegex(AttributeError, "no_such_field"):
       self._parse(["prog", f"--config={path}", "--config.no_such_field=1"])
 
 
@@ -137,6 +137,53 @@ class SlotAttentionFieldsTest(absltest.TestCase):
         self.assertEqual(value, fields[name], name)
     with self.assertRaisesRegex(ValueError, "valid fields"):
       common.slot_attention_kwargs(num_slots=5, slot_sise=3)
+
+  def test_framework_defaults_match_the_module(self):
+    from slot_ot_jax.modules import defaults  # pylint: disable=g-import-not-at-top
+    self.assertEqual(common.FRAMEWORK_DEFAULTS, defaults.STYLES)
+    with self.assertRaisesRegex(ValueError, "framework_defaults"):
+      common.slot_attention_kwargs(num_slots=5, framework_defaults="jax")
+
+
+# Each paper config selects its reference's initialisation style (docs/reference_defaults.md).
+EXPECTED_STYLES = {
+    "multi_dsprites": "torch", "clevrtex": "torch", "clevrtex_mesh": "torch",
+    "shapes": "torch", "random_objects": "torch", "clevr_properties": "torch",
+    "shapes_properties": "torch", "clevrer": "torch", "shapes_video": "torch",
+    "tetrominoes": "keras", "clevr6": "keras", "clevr10": "keras",
+    "clevr_cardinality": "ocl", "cardinality_shapes": "ocl", "movi_dinosaur": "ocl",
+}
+# The shared builders: a style per setting, named in their docstrings.
+BUILDERS = ("object_discovery", "property_prediction")
+
+
+class FrameworkDefaultsTest(parameterized.TestCase):
+
+  def test_every_config_file_is_listed(self):
+    names = {os.path.basename(f)[:-3] for f in CONFIG_FILES}
+    self.assertEqual(names, set(EXPECTED_STYLES) | set(BUILDERS))
+
+  @parameterized.named_parameters(*EXPECTED_STYLES.items())
+  def test_paper_config_states_its_style(self, style):
+    module = _load(os.path.join(REPO, "configs", f"{self._name()}.py"))
+    for arg in (None, "runlocal=1"):
+      self.assertEqual(module.get_config(arg).model.slot_attention.framework_defaults, style)
+    self.assertIn(f'Initialisation: framework_defaults="{style}"', module.__doc__)
+
+  def _name(self):
+    # The parameterized name is the config's: test_paper_config_states_its_style_<name>.
+    return self._testMethodName[len("test_paper_config_states_its_style_"):]
+
+  def test_builders_set_a_style_per_setting(self):
+    from configs import object_discovery  # pylint: disable=g-import-not-at-top
+    from configs import property_prediction  # pylint: disable=g-import-not-at-top
+    for builder in (object_discovery, property_prediction):
+      self.assertIn("framework_defaults", builder.__doc__)
+      for setting, fields in builder.SETTINGS.items():
+        style = fields["framework_defaults"]
+        self.assertIn(style, common.FRAMEWORK_DEFAULTS, setting)
+        config = builder.build(setting)
+        self.assertEqual(config.model.slot_attention.framework_defaults, style, setting)
 
 
 if __name__ == "__main__":

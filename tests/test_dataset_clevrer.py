@@ -1,7 +1,6 @@
 """Tests of the CLEVRER builder on fake files in the release's formats (real mp4, real RLE)."""
 import json
 import pathlib
-import shutil
 import sys
 import tempfile
 
@@ -110,9 +109,24 @@ class ReaderTest(absltest.TestCase):
     self.assertIsNone(clevrer.read_example(fake.SHORT_PROPOSALS,
                                            *self._files(fake.SHORT_PROPOSALS), config))
 
+  def test_short_proposals_outside_the_skip_list_are_an_error(self):
+    config = Builder.builder_configs["s_fake"]
+    files = {fake.SHORT_PROPOSALS: self._files(fake.SHORT_PROPOSALS)}
+    builder = Builder.__new__(Builder)  # Only builder_config is read.
+    object.__setattr__(builder, "_builder_config", config)
+    lo = hi = fake.SHORT_PROPOSALS
+    self.assertEqual(list(builder._generate_examples(files, "train", lo, hi + 1)), [])
+    with self.assertRaisesRegex(ValueError, "video 2 have fewer than 128 frames.*validation"):
+      list(builder._generate_examples(files, "validation", lo, hi + 1))
+
   def test_mesh_splits(self):
     self.assertEqual(clevrer.MESH_SPLITS, (("train", 0, 10_000), ("validation", 10_000, 10_320),
                                            ("test", 15_000, 20_000)))
+    # MESH configs: `ignore: [7648, 9777]` for train, [] for validation and test.
+    config = Builder.builder_configs["l"]
+    self.assertEqual(config.skipped("train"), {7648, 9777})
+    self.assertEqual(config.skipped("validation"), set())
+    self.assertEqual(config.skipped("test"), set())
     self.assertEqual(Builder.builder_configs["s"].frames, (0, 16))
     self.assertEqual(Builder.builder_configs["l"].frames, (0, 127))
 

@@ -34,6 +34,46 @@ class OutdTest(tfds.testing.DatasetBuilderTestCase):
   SPLITS = {"test": 3}
 
 
+class BackgroundVariantsTest(absltest.TestCase):
+  """pbg, vbg and grassbg: official splits over fake files written in the release layout."""
+
+  def test_variants_build_with_official_splits(self):
+    self.assertLessEqual({"full", "camo", "outd", "pbg", "vbg", "grassbg"},
+                         {c.name for c in Builder.BUILDER_CONFIGS})
+    with tempfile.TemporaryDirectory() as manual, tempfile.TemporaryDirectory() as data_dir:
+      for variant in ("pbg", "vbg", "grassbg"):
+        config = Builder.builder_configs[variant]
+        self.assertEqual(config.archives, (f"clevrtex_{variant}.tar.gz",))
+        self.assertEqual(config.splits, clevrtex.OFFICIAL_SPLITS)
+        self.assertIn(f"clevrtex_{variant}.tar.gz", Builder.MANUAL_DOWNLOAD_INSTRUCTIONS)
+        for index in range(10):
+          fake.write_example(fake.pathlib.Path(manual) / f"clevrtex_{variant}", variant, index)
+        builder = Builder(config=variant, data_dir=data_dir)
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+            manual_dir=manual))
+        sizes = {k: v.num_examples for k, v in builder.info.splits.items()}
+        self.assertEqual(sizes, {"test": 1, "validation": 1, "train": 8})
+        ex = next(iter(tfds.as_numpy(builder.as_dataset(split="validation"))))
+        self.assertEqual(int(ex["source_index"]), 1)
+
+  def test_mesh_configs_validate_on_images_5000_to_5319(self):
+    from configs import clevrtex as clevrtex_config  # pylint: disable=g-import-not-at-top
+    from configs import clevrtex_mesh  # pylint: disable=g-import-not-at-top
+    for module in (clevrtex_config, clevrtex_mesh):
+      config = module.get_config()
+      self.assertEqual(config.data.eval_split, "validation[:320]")
+      self.assertEqual(config.evaluation.test_split, "test")
+      self.assertEqual(module.get_config("runlocal=1").data.eval_split, "")
+    # validation starts at 5000 of the 50,000 full images: [:320] is 5000-5319.
+    lo = int(dict((n, a) for n, a, _ in clevrtex.OFFICIAL_SPLITS)["validation"] * 50_000)
+    self.assertEqual((lo, lo + 320), (5000, 5320))
+
+  def test_missing_variant_names_its_archive(self):
+    with tempfile.TemporaryDirectory() as manual:
+      with self.assertRaisesRegex(FileNotFoundError, "clevrtex_grassbg.tar.gz"):
+        clevrtex.locate_files(manual, Builder.builder_configs["grassbg"])
+
+
 class ReaderTest(absltest.TestCase):
 
   def test_example_matches_files(self):

@@ -185,6 +185,53 @@ class TemporalConsistencyTest(absltest.TestCase):
     np.testing.assert_array_equal(common, [3])
     np.testing.assert_array_equal(consistent, [2])
 
+  def test_attribute_identity_hand_worked(self):
+    # Objects 1 and 2 look identical (same code); each frame has both, each in its own slot.
+    true = _ids([[0, 1, 1, 2, 2, 0], [0, 1, 1, 2, 2, 0]],
+                [[0, 1, 1, 2, 2, 0], [0, 1, 1, 2, 2, 0]])
+    pred = _ids([[0, 1, 1, 2, 2, 0], [0, 1, 1, 2, 2, 0]],    # both keep their slots
+                [[0, 1, 1, 2, 2, 0], [0, 2, 2, 1, 1, 0]])    # the slots swap objects
+    kw = dict(num_true=3, num_pred=3)
+    same = jnp.array([[-1, 7, 7]] * 2)  # Background code ignored.
+    np.testing.assert_allclose(M.temporal_consistency(true, pred, **kw), [1.0, 0.0])
+    # MESH's attribute identity: 4 same-attribute pairs, 2 of them share a slot, either way.
+    consistent, pairs = M.temporal_consistency_counts(true, pred, identity=same, **kw)
+    np.testing.assert_array_equal(pairs, [4, 4])
+    np.testing.assert_array_equal(consistent, [2, 2])
+    np.testing.assert_allclose(M.temporal_consistency(true, pred, identity=same, **kw),
+                               [0.5, 0.5])
+    # Distinct codes reduce to the ids.
+    distinct = jnp.array([[-1, 3, 5]] * 2)
+    np.testing.assert_allclose(M.temporal_consistency(true, pred, identity=distinct, **kw),
+                               [1.0, 0.0])
+
+  def test_attribute_identity_against_scipy_reference(self):
+    rng = np.random.default_rng(5)
+    b, pixels, num_true, num_pred = 12, 40, 6, 6
+    true = rng.integers(0, num_true, (b, 2, pixels)).astype(np.int32)
+    true[0, 1] = 0  # No object in frame 1: no pair.
+    pred = np.where(rng.random((b, 2, pixels)) < 0.7, true,
+                    rng.integers(0, num_pred, (b, 2, pixels))).astype(np.int32)
+    pred[:, 1] = rng.permutation(num_pred)[pred[:, 1]] * (rng.random((b, 1)) < 0.5) + \
+        pred[:, 1] * (rng.random((b, 1)) >= 0.5)
+    codes = rng.integers(0, 3, (b, num_true)).astype(np.int32)  # Repeated codes.
+    got_c, got_p = M.temporal_consistency_counts(jnp.asarray(true), jnp.asarray(pred),
+                                                 num_true=num_true, num_pred=num_pred,
+                                                 identity=jnp.asarray(codes))
+    for i in range(b):  # MESH `time_consistency_accuracy` semantics, written out.
+      slots = []
+      for f in range(2):
+        objects = [j for j in range(1, num_true) if np.any(true[i, f] == j)]
+        iou = np.array([[np.sum((true[i, f] == j) & (pred[i, f] == k)) /
+                         np.sum((true[i, f] == j) | (pred[i, f] == k))
+                         for k in range(num_pred)] for j in objects]).reshape(-1, num_pred)
+        rows, cols = scipy.optimize.linear_sum_assignment(1.0 - iou)
+        slots.append({objects[r]: c for r, c in zip(rows, cols)})
+      pairs = [(n, m) for n in slots[0] for m in slots[1] if codes[i, n] == codes[i, m]]
+      self.assertEqual(int(got_p[i]), len(pairs))
+      self.assertEqual(int(got_c[i]), sum(slots[0][n] == slots[1][m] for n, m in pairs))
+    self.assertGreater(int(np.sum(got_p)), int(np.sum(got_c)))
+
 
 class TransformTest(absltest.TestCase):
 
@@ -247,8 +294,9 @@ class CluMetricsTest(absltest.TestCase):
                 [[0, 1, 1, 0, 0, 0], [0, 0, 0, 2, 2, 0]],
                 [[0, 1, 1, 0, 0, 0], [0, 1, 1, 0, 0, 0]])
     outputs = M.segmentation_metric_outputs(true, pred, num_true=3, num_pred=3, video=True)
-    for value in outputs.values():
-      self.assertEqual(value.shape, (3,))
+    for key, value in outputs.items():
+      per_frame = key in ("fg_miou_frames", "frame_has_foreground")
+      self.assertEqual(value.shape, (3, 2) if per_frame else (3,))
     np.testing.assert_allclose(outputs["fg_miou"], [1.0, 1.0, 1.0])
     np.testing.assert_allclose(outputs["tc"], [1.0, 0.0, 1.0])
     np.testing.assert_array_equal(outputs["tc_has_common"], [True, True, False])
@@ -261,6 +309,30 @@ class CluMetricsTest(absltest.TestCase):
     masked = collection.single_from_model_output(
         loss=jnp.float32(1.0), mask=jnp.array([True, False, True]), **outputs).compute()
     self.assertAlmostEqual(float(masked["temporal_consistency"]), 1.0, places=6)
+
+  def test_video_miou_average_over_frames_or_videos(self):
+    # Video 0: frame 0 perfect (IoU 1), frame 1 without foreground. Video 1: IoU 1/2 in
+    # both frames (the object's 4 pixels are split between slots 1 and 2).
+    true = _ids([[0, 1, 1, 0, 0, 0], [0, 0, 0, 0, 0, 0]],
+                [[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 0, 0]])
+    pred = _ids([[0, 1, 1, 0, 0, 0], [0, 0, 0, 0, 0, 0]],
+                [[1, 1, 2, 2, 0, 0], [1, 1, 2, 2, 0, 0]])
+    outputs = M.segmentation_metric_outputs(true, pred, num_true=2, num_pred=3, video=True)
+    np.testing.assert_allclose(outputs["fg_miou_frames"], [[1.0, 1.0], [0.5, 0.5]])
+    np.testing.assert_array_equal(outputs["frame_has_foreground"],
+                                  [[True, False], [True, True]])
+    result = M.make_eval_metrics(video=True).single_from_model_output(
+        loss=jnp.float32(0.0), **outputs).compute()
+    self.assertAlmostEqual(float(result["fg_miou"]), (1.0 + 0.5) / 2, places=6)  # Videos.
+    frames = M.make_eval_metrics(video=True, miou_average="frames")
+    result = frames.single_from_model_output(loss=jnp.float32(0.0), **outputs).compute()
+    self.assertAlmostEqual(float(result["fg_miou"]), (1.0 + 0.5 + 0.5) / 3, places=6)
+    # Padding examples drop out with all their frames.
+    masked = frames.single_from_model_output(loss=jnp.float32(0.0),
+                                             mask=jnp.array([False, True]), **outputs)
+    self.assertAlmostEqual(float(masked.compute()["fg_miou"]), 0.5, places=6)
+    with self.assertRaisesRegex(ValueError, "frames"):
+      M.make_eval_metrics(video=True, miou_average="pixels")
 
 
 if __name__ == "__main__":

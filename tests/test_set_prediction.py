@@ -12,21 +12,24 @@ LAYOUT = sp.CLEVR_LAYOUT  # 3 coords, size 2, material 2, shape 3, colour 8, pre
 SMALL = sp.TargetLayout(coord_dims=2, groups=(("shape", 3), ("color", 2)), coord_scale=1.0)
 
 
+def _attributes(vector, layout):
+  """The index of the largest entry of each one-hot group of a target or prediction vector."""
+  out, start = [], layout.coord_dims
+  for _, n in layout.groups:
+    group = list(vector[start:start + n])
+    out.append(group.index(max(group)))
+    start += n
+  return out
+
+
 def reference_ap(predictions, targets, layout, threshold):
-  """AP written from the Slot Attention supplement's definition (Sec. 5.9), one loop each.
+  """The lenient rule written as plain loops.
 
-  Rank all predictions by confidence; each is a true positive if an unclaimed real object of
-  its image has the same discrete properties and lies within the threshold (the nearest is
-  claimed); area under the precision-recall curve made monotone at the unique recall values.
+  Rank all predictions by confidence (ties in image, slot order); each is a true positive if
+  an unclaimed real object of its image has the same discrete properties and lies within the
+  threshold (the nearest is claimed); area under the precision-recall curve made monotone at
+  the unique recall values.
   """
-  def attributes(vector):
-    out, start = [], layout.coord_dims
-    for _, n in layout.groups:
-      group = list(vector[start:start + n])
-      out.append(group.index(max(group)))
-      start += n
-    return out
-
   detections = []
   for image, slots in enumerate(predictions):
     for slot, vector in enumerate(slots):
@@ -39,7 +42,8 @@ def reference_ap(predictions, targets, layout, threshold):
     p = predictions[image][slot]
     best, best_index = math.inf, None
     for index, o in enumerate(targets[image]):
-      if o[-1] <= 0.5 or (image, index) in claimed or attributes(o) != attributes(p):
+      if (o[-1] <= 0.5 or (image, index) in claimed
+          or _attributes(o, layout) != _attributes(p, layout)):
         continue
       d = math.dist([layout.coord_scale * v for v in p[:layout.coord_dims]],
                     [layout.coord_scale * v for v in o[:layout.coord_dims]])
@@ -56,6 +60,49 @@ def reference_ap(predictions, targets, layout, threshold):
     recalls.append(tp / num_real)
   recall = [0.0] + recalls + [1.0]
   precision = [0.0] + precisions + [0.0]
+  for i in range(len(precision) - 2, -1, -1):
+    precision[i] = max(precision[i], precision[i + 1])
+  return sum((recall[i + 1] - recall[i]) * precision[i + 1] for i in range(len(recall) - 1)
+             if recall[i + 1] != recall[i])
+
+
+def official_reference_ap(predictions, targets, layout, threshold):
+  """The official rule written as plain loops from the Slot Attention evaluator's description.
+
+  Ranking by confidence with ties in reverse flat index order; each prediction takes the
+  nearest real same-attribute object of its image (claimed or not; float32 distances) and
+  is a true positive only if it is within the threshold and not yet claimed.
+  """
+  predictions = np.asarray(predictions, np.float32)
+  targets = np.asarray(targets, np.float32)
+  k = predictions.shape[1]
+  flat = [(float(predictions[i, j, -1]), i * k + j) for i in range(len(predictions))
+          for j in range(k)]
+  flat.sort(key=lambda d: (-d[0], -d[1]))  # Ties: higher flat index first.
+  claimed, flags = set(), []
+  for _, index in flat:
+    image, slot = divmod(index, k)
+    p = predictions[image, slot]
+    best, best_index = np.float32(np.inf), None
+    for m, o in enumerate(targets[image]):
+      if o[-1] == 0 or _attributes(o, layout) != _attributes(p, layout):
+        continue
+      diff = (p[:layout.coord_dims] - o[:layout.coord_dims]) * np.float32(layout.coord_scale)
+      d = np.sqrt(np.sum(diff * diff, dtype=np.float32), dtype=np.float32)
+      if d < best:
+        best, best_index = d, m
+    hit = best_index is not None and best < threshold and (image, best_index) not in claimed
+    if hit:
+      claimed.add((image, best_index))
+    flags.append(hit)
+  num_real = float(np.sum(targets[..., -1]))
+  tp, recall, precision = 0, [0.0], [0.0]
+  for rank, hit in enumerate(flags, start=1):
+    tp += hit
+    precision.append(float(np.float32(tp / rank)))
+    recall.append(float(np.float32(tp / num_real)))
+  recall.append(1.0)
+  precision.append(0.0)
   for i in range(len(precision) - 2, -1, -1):
     precision[i] = max(precision[i], precision[i + 1])
   return sum((recall[i + 1] - recall[i]) * precision[i + 1] for i in range(len(recall) - 1)
@@ -94,10 +141,128 @@ def random_problem(rng, layout, images, slots, objects):
 def test_ap_matches_plain_python_reference(layout, seed):
   predictions, targets = random_problem(np.random.default_rng(seed), layout, 7, 5, 4)
   thresholds = (math.inf, 1.0, 0.5, 0.25, 0.125, 0.0625)
-  got = sp.average_precision(predictions, targets, layout, thresholds)
+  got = sp.average_precision(predictions, targets, layout, thresholds, rule="lenient")
   want = [reference_ap(predictions.tolist(), targets.tolist(), layout, t) for t in thresholds]
   np.testing.assert_allclose(got, want, atol=1e-12)
   assert len(set(np.round(want, 6))) > 2  # The thresholds do separate this problem.
+  got = sp.average_precision(predictions, targets, layout, thresholds)  # Official default.
+  want = [official_reference_ap(predictions, targets, layout, t) for t in thresholds]
+  np.testing.assert_allclose(got, want, atol=1e-12)
+  assert len(set(np.round(want, 6))) > 2
+
+
+def _identical_pair():
+  """Two objects with the same attributes at x = 0.5 and 0.55 (y = z = 0.5); predictions
+  of those attributes at x = 0.5 (confidence 0.9) and x = 0.51 (confidence 0.8)."""
+  classes = [0, 1, 2, 5]
+  targets = np.stack([make_object(LAYOUT, [0.5, 0.5, 0.5], classes),
+                      make_object(LAYOUT, [0.55, 0.5, 0.5], classes)])[None]
+  predictions = np.stack([make_object(LAYOUT, [0.5, 0.5, 0.5], classes, 0.9),
+                          make_object(LAYOUT, [0.51, 0.5, 0.5], classes, 0.8)])[None]
+  return predictions, targets
+
+
+def test_ap_claim_rule_official_vs_lenient_hand_worked():
+  predictions, targets = _identical_pair()
+  # The second prediction is 0.06 from the first object (claimed) and 0.24 from the second.
+  # Official: it takes the nearest, claimed object -> false positive at every threshold:
+  # TP, FP -> precision 1 up to recall 1/2 -> AP 0.5.
+  np.testing.assert_allclose(sp.average_precision(predictions, targets, LAYOUT), 0.5,
+                             atol=1e-7)
+  hits = sp.true_positives(predictions, targets, LAYOUT)
+  assert hits[:, 0, 0].all() and not hits[:, 0, 1].any()
+  # Lenient: it claims the free second object where 0.24 is below the threshold.
+  np.testing.assert_allclose(
+      sp.average_precision(predictions, targets, LAYOUT, rule="lenient"),
+      [1, 1, 1, 1, 0.5, 0.5], atol=1e-12)
+
+
+def test_ap_ties_rank_in_reverse_index_order_officially():
+  a, _, targets = _two_objects()
+  wrong = a.copy()
+  wrong[LAYOUT.group_slices()[2]] = 0.0
+  wrong[LAYOUT.group_slices()[2].start] = 1.0  # Shape 0 instead of 2: never a match.
+  a, wrong = a.copy(), wrong.copy()
+  a[-1] = wrong[-1] = 0.5  # Tied: slot 0 wrong, slot 1 right.
+  predictions = np.stack([wrong, a])[None]
+  # Official: slot 1 ranks first -> TP, FP: precision 1 at recall 1/2 -> 0.5.
+  np.testing.assert_allclose(sp.average_precision(predictions, targets, LAYOUT), 0.5,
+                             atol=1e-7)
+  # Lenient: slot 0 first -> FP, TP: precision 1/2 at recall 1/2 -> 0.25.
+  np.testing.assert_allclose(sp.average_precision(predictions, targets, LAYOUT,
+                                                  rule="lenient"), 0.25)
+  # Across images as well: the later image's tied prediction ranks first officially.
+  # Flat indices 0, 1 (image 0: wrong, wrong), 2, 3 (image 1: wrong, a); 4 real objects.
+  two = np.stack([np.stack([wrong, wrong]), np.stack([wrong, a])])
+  both = np.concatenate([targets, targets])
+  # Official order 3, 2, 1, 0: TP first -> precision 1 at recall 1/4.
+  np.testing.assert_allclose(sp.average_precision(two, both, LAYOUT)[0], 0.25, atol=1e-7)
+  # Lenient order 0, 1, 2, 3: the TP last -> precision 1/4 at recall 1/4.
+  np.testing.assert_allclose(sp.average_precision(two, both, LAYOUT, rule="lenient")[0],
+                             1 / 16)
+
+
+def test_ap_official_distances_are_float32():
+  a, _, targets = _two_objects()
+  targets = targets.copy()
+  targets[0, 0, :3] = [0.5, 0.5, 0.5]
+  moved = a.copy()
+  moved[:3] = [0.5, 0.5, 0.5]
+  # A shift just under 0.25 scene units in float64 that float32 rounds up to 0.25.
+  moved[0] = 0.5 + 0.25 / 6 - 1e-12
+  d64 = 6 * (moved[0] - 0.5)
+  d32 = (np.float32(moved[0]) - np.float32(0.5)) * np.float32(6)
+  assert d64 < 0.25 <= d32
+  thresholds = (0.25,)
+  assert not sp.true_positives(moved[None, None], targets, LAYOUT, thresholds)[0, 0, 0]
+  assert sp.true_positives(moved[None, None], targets, LAYOUT, thresholds,
+                           rule="lenient")[0, 0, 0]
+
+
+def test_ap_official_counts_any_nonzero_presence_as_an_object():
+  a, _, targets = _two_objects()
+  targets = targets[:, :1].copy()
+  targets[0, 0, -1] = 0.3  # Not a 0/1 target: an object officially, padding when lenient.
+  predictions = a[None, None]
+  assert sp.true_positives(predictions, targets, LAYOUT)[:, 0, 0].all()
+  assert not sp.true_positives(predictions, targets, LAYOUT, rule="lenient").any()
+  assert np.isnan(sp.average_precision(predictions, targets, LAYOUT, rule="lenient")).all()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ap_rules_agree_when_attributes_are_unique_per_image(seed):
+  rng = np.random.default_rng(seed)
+  layout = SMALL  # 3 shapes x 2 colours: up to 6 distinct objects per image.
+  images, slots, objects = 20, 6, 5
+  combos = [(s, c) for s in range(3) for c in range(2)]
+  targets = np.zeros((images, objects, layout.size))
+  predictions = np.zeros((images, slots, layout.size))
+  for i in range(images):
+    count = int(rng.integers(0, objects + 1))
+    chosen = rng.permutation(len(combos))[:count]
+    for j, c in enumerate(chosen):
+      targets[i, j] = make_object(layout, rng.uniform(0, 1, 2), combos[c])
+    for j in range(slots):  # Duplicates and wrong attributes included.
+      c = combos[chosen[j % count]] if count and rng.uniform() < 0.8 else \
+          combos[int(rng.integers(len(combos)))]
+      base = targets[i, j % count, :2] if count else rng.uniform(0, 1, 2)
+      predictions[i, j] = make_object(layout, base + rng.normal(0, 0.1, 2), c,
+                                      rng.uniform())  # Continuous: no ties.
+  thresholds = (math.inf, 0.5, 0.25, 0.125)
+  official = sp.average_precision(predictions, targets, layout, thresholds)
+  lenient = sp.average_precision(predictions, targets, layout, thresholds, rule="lenient")
+  np.testing.assert_allclose(official, lenient, atol=1e-6)
+  assert len(set(np.round(official, 4))) > 1  # Positions matter in this problem.
+  # With an identical pair per image, the rules part (test above, hand-worked).
+  predictions, targets = _identical_pair()
+  assert not np.allclose(sp.average_precision(predictions, targets, LAYOUT),
+                         sp.average_precision(predictions, targets, LAYOUT, rule="lenient"))
+
+
+def test_ap_unknown_rule_is_an_error():
+  with pytest.raises(ValueError, match="lenient"):
+    sp.average_precision(np.zeros((1, 1, LAYOUT.size)), np.zeros((1, 1, LAYOUT.size)),
+                         LAYOUT, rule="strict")
 
 
 def _two_objects():
@@ -139,17 +304,19 @@ def test_ap_duplicate_prediction_is_one_tp_one_fp():
       sp.average_precision(np.stack([second, first])[None], targets, LAYOUT), 0.5)
 
 
-def test_ap_threshold_is_strict_and_in_scene_units():
+@pytest.mark.parametrize("rule", sp.AP_RULES)
+def test_ap_threshold_is_strict_and_in_scene_units(rule):
   a, _, targets = _two_objects()
-  # Shifted by 0.5 / 6 in x: 0.5 scene units after the [0, 1] -> [-3, 3] mapping (exact in
-  # binary floating point: 0.25 + 1/12 = 1/3 does not round 0.5 away).
+  # Shifted by 0.5 / 6 in x: 0.5 scene units after the [0, 1] -> [-3, 3] mapping.
   moved = a.copy()
   moved[0] = 0.25
   targets = targets.copy()
   targets[0, 0, 0] = 0.25 - 0.5 / 6
-  distance = 6 * abs(moved[0] - targets[0, 0, 0])
+  dtype = np.float32 if rule == "official" else np.float64
+  distance = float(dtype(6) * abs(dtype(moved[0]) - dtype(targets[0, 0, 0])))
+  assert distance == pytest.approx(0.5)
   thresholds = (math.inf, 1.0, 0.75, distance, 0.25)
-  hits = sp.true_positives(moved[None, None], targets, LAYOUT, thresholds)[:, 0, 0]
+  hits = sp.true_positives(moved[None, None], targets, LAYOUT, thresholds, rule=rule)[:, 0, 0]
   # A distance equal to the threshold is a miss (strictly below counts).
   np.testing.assert_array_equal(hits, [True, True, True, False, False])
 
@@ -178,8 +345,16 @@ def test_eval_metrics_collection_masks_padding_and_names_thresholds():
         mask=jnp.asarray(mask))
     metrics = update if metrics is None else metrics.merge(update)
   result = metrics.compute()
-  assert set(result) == {"loss", "ap_inf", "ap_1", "ap_0.5", "ap_0.25", "ap_0.125", "ap_0.0625"}
+  names = {"ap_inf", "ap_1", "ap_0.5", "ap_0.25", "ap_0.125", "ap_0.0625"}
+  assert set(result) == {"loss"} | names | {n.replace("ap_", "ap_lenient_") for n in names}
   assert result["ap_0.0625"] == pytest.approx(1.0)
+  assert result["ap_lenient_0.0625"] == pytest.approx(1.0)
+  # The two rules are computed from the same gathered predictions.
+  pair_preds, pair_targets = _identical_pair()
+  pair = collection.single_from_model_output(
+      loss=jnp.array([0.0]), predictions=jnp.asarray(pair_preds),
+      targets=jnp.asarray(pair_targets), mask=jnp.array([True])).compute()
+  assert pair["ap_0.25"] == pytest.approx(0.5) and pair["ap_lenient_0.25"] == pytest.approx(1)
   assert float(result["loss"]) == pytest.approx(0.5)
 
 

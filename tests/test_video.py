@@ -16,10 +16,10 @@ from configs import clevrer as clevrer_config  # pylint: disable=g-import-not-at
 from configs import shapes_video as shapes_video_config
 from slot_ot_jax.data import input_pipeline
 from slot_ot_jax.modules import models
-from slot_ot_jax.training import train
-from slot_ot_jax.tasks import video
 from slot_ot_jax.modules import video_model
 from slot_ot_jax.modules.attention import SlotAttention
+from slot_ot_jax.tasks import video
+from slot_ot_jax.training import train
 
 _TMP = tempfile.mkdtemp()  # One TFDS data dir for the module (tiny datasets built once).
 _CLEVRER = sys.modules[input_pipeline.builder_class("clevrer").__module__]
@@ -107,6 +107,30 @@ class VideoAutoencoderTest(absltest.TestCase):
 
 
 class DataTest(absltest.TestCase):
+
+  def test_attribute_identity_codes_of_fake_clevrer(self):
+    config = clevrer_config.get_config("dataset=s_fake")
+    self.assertEqual((config.evaluation.tc_identity, config.evaluation.miou_average),
+                     ("attributes", "frames"))
+    offline = shapes_video_config.get_config("runlocal=1").evaluation
+    self.assertEqual((offline.tc_identity, offline.miou_average), ("ids", "videos"))
+    data = config.data
+    data.unlock()
+    data.manual_dir, data.data_dir = _FAKE_DIR, _TMP
+    batch = next(video.eval_batches(data, "train", batch_size=5, identity=True))
+    identity, seg = batch["identity"], batch["segmentation"]
+    self.assertEqual(identity.shape, (5, 11))
+    np.testing.assert_array_equal(identity[:, 0], -1)  # Background.
+    for codes, labels in zip(identity, seg):
+      ids = set(np.unique(labels)) - {0}
+      self.assertTrue(all(codes[i] >= 0 for i in ids))  # Every present object has a code.
+    # The fake files hold a video with a repeated (colour, material, shape): equal codes.
+    self.assertTrue(any(len(set(c[c >= 0])) < int(np.sum(c >= 0)) for c in identity))
+    with self.assertRaisesRegex(ValueError, "tc_identity='ids'"):
+      offline_data = shapes_video_config.get_config("runlocal=1").data
+      offline_data.unlock()
+      offline_data.data_dir = _TMP
+      next(video.eval_batches(offline_data, "validation", batch_size=2, identity=True))
 
   def test_resumed_stream_and_padded_eval(self):
     data = shapes_video_config.get_config("runlocal=1").data

@@ -8,6 +8,13 @@ Release layout (CLEVR_v1.0.zip from https://cs.stanford.edu/people/jcjohns/clevr
       "relationships", "directions"}]}
   CLEVR_v1.0/questions/CLEVR_{train,val,test}_questions.json   (not read here)
 The test split has no scenes, so this builder has train (70,000) and validation (15,000).
+
+Tolerances (for copies laid out as TFDS's own fake CLEVR, which has only the validation scenes
+file and scenes without `image_index` / `image_filename`): a split whose scenes file is
+missing yields its images with no objects (empty annotations, as TFDS's `clevr` builder does)
+and logs a warning; scenes without those keys are paired with the split's image files in
+sorted file-name order (as TFDS's builder pairs them), the index then taken from the file
+name's trailing digits (else its position).
 The module is called clevr_v1 because TFDS ships a catalogue dataset named "clevr" and two
 builders of one name cannot be registered in the same process.
 
@@ -22,6 +29,8 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import re
 
 from etils import epath
 import numpy as np
@@ -31,6 +40,11 @@ HOMEPAGE = "https://cs.stanford.edu/people/jcjohns/clevr/"
 DOWNLOAD_URL = "https://dl.fbaipublicfiles.com/clevr/CLEVR_v1.0.zip"
 HEIGHT, WIDTH = 320, 480
 # Class orders of the targets (slot_ot_jax/tasks/property_prediction.py one-hot encodes the ids).
+# They follow the CLEVR generator's order (`data/properties.json` of facebookresearch/clevr-
+# dataset-gen: shapes cube, sphere, cylinder; colours gray, red, blue, green, brown, purple,
+# cyan, yellow; materials rubber, metal; sizes large, small). TFDS's catalogue `clevr` uses
+# other orders for colour (gray, blue, brown, yellow, red, green, purple, cyan) and size
+# (small, large): its class ids are not interchangeable with these.
 SIZES = ("large", "small")
 MATERIALS = ("rubber", "metal")
 SHAPES = ("cube", "sphere", "cylinder")
@@ -59,11 +73,14 @@ def locate_files(manual_dir, config=None) -> epath.Path:
   folder = None
   if root is not None:
     folder = root if root.name == "CLEVR_v1.0" else root / "CLEVR_v1.0"
-  missing = []
+  missing, no_scenes = [], []
   for _, split in SPLITS:
-    for path in (f"scenes/CLEVR_{split}_scenes.json", f"images/{split}"):
-      if folder is None or not (folder / path).exists():
-        missing.append(f"CLEVR_v1.0/{path}")
+    if folder is None or not (folder / f"images/{split}").exists():
+      missing.append(f"CLEVR_v1.0/images/{split}")
+    if folder is None or not (folder / f"scenes/CLEVR_{split}_scenes.json").exists():
+      no_scenes.append(f"CLEVR_v1.0/scenes/CLEVR_{split}_scenes.json")
+  if len(no_scenes) == len(SPLITS):  # Not one scenes file: not a CLEVR release.
+    missing += no_scenes
   if missing:
     raise FileNotFoundError(
         f"clevr_v1/full: {', '.join(missing)} not found in {root}.\nOfficial source: "
@@ -80,10 +97,46 @@ def _class_id(names: tuple[str, ...], value: str, what: str) -> int:
   return names.index(value)
 
 
-def read_example(folder: epath.Path, split: str, scene: dict) -> dict:
-  """One scene of the json and its image, in the builder's feature dict."""
+def _index_of(filename: str, position: int) -> int:
+  match = re.search(r"(\d+)\.png$", filename)
+  return int(match.group(1)) if match else position
+
+
+def scenes_of_split(folder: epath.Path, split: str) -> list[tuple[int, str, dict]]:
+  """(image index, image file name, scene) of every example of a release split.
+
+  Scenes with `image_index` and `image_filename` are used as they are; otherwise they are
+  paired with the split's png files in sorted name order. Without a scenes file every image
+  gets an empty scene (a warning is logged).
+  """
+  scenes_path = folder / "scenes" / f"CLEVR_{split}_scenes.json"
+  if not scenes_path.exists():
+    names = sorted(p.name for p in (folder / "images" / split).iterdir()
+                   if p.name.endswith(".png"))
+    logging.warning("clevr_v1: %s not found; the %d images of %s get empty annotations.",
+                    scenes_path, len(names), split)
+    return [(_index_of(n, i), n, {"objects": []}) for i, n in enumerate(names)]
+  scenes = json.loads(scenes_path.read_text())["scenes"]
+  if all("image_index" in sc and "image_filename" in sc for sc in scenes):
+    return sorted(((int(sc["image_index"]), sc["image_filename"], sc) for sc in scenes),
+                  key=lambda item: item[0])
+  names = sorted(p.name for p in (folder / "images" / split).iterdir()
+                 if p.name.endswith(".png"))
+  if len(names) != len(scenes):
+    logging.warning("clevr_v1: %d scenes in %s but %d images in images/%s; pairing the "
+                    "first %d in sorted file-name order.", len(scenes), scenes_path,
+                    len(names), split, min(len(names), len(scenes)))
+  return [(_index_of(n, i), n, sc) for i, (n, sc) in enumerate(zip(names, scenes))]
+
+
+def read_example(folder: epath.Path, split: str, scene: dict, filename: str | None = None,
+                 index: int | None = None) -> dict:
+  """One scene of the json and its image, in the builder's feature dict (the file name and
+  index default to the scene's `image_filename` and `image_index`)."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  path = folder / "images" / split / scene["image_filename"]
+  filename = scene["image_filename"] if filename is None else filename
+  index = scene["image_index"] if index is None else index
+  path = folder / "images" / split / filename
   try:
     with Image.open(io.BytesIO(path.read_bytes())) as image:
       image = np.asarray(image.convert("RGB"))
@@ -98,7 +151,7 @@ def read_example(folder: epath.Path, split: str, scene: dict) -> dict:
   return {
       "image": image,
       "num_objects": np.int32(len(objects)),
-      "source_index": np.int64(scene["image_index"]),
+      "source_index": np.int64(index),
       "objects": {
           "3d_coords": np.asarray([o["3d_coords"] for o in objects], np.float32).reshape(-1, 3),
           "pixel_coords": np.asarray([o["pixel_coords"] for o in objects],
@@ -143,6 +196,5 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     return {name: self._generate_examples(folder, split) for name, split in SPLITS}
 
   def _generate_examples(self, folder: epath.Path, split: str):
-    scenes = json.loads((folder / "scenes" / f"CLEVR_{split}_scenes.json").read_text())["scenes"]
-    for scene in sorted(scenes, key=lambda s: s["image_index"]):
-      yield int(scene["image_index"]), read_example(folder, split, scene)
+    for index, filename, scene in scenes_of_split(folder, split):
+      yield index, read_example(folder, split, scene, filename, index)

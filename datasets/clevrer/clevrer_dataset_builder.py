@@ -19,9 +19,12 @@ frame 1. Segmentation ids number the objects of frame 0 in proposal order, then 
 frame 1; where proposals overlap the earlier proposal of the frame wins (the reference's argmax
 over its mask stack). At most 7 objects per frame (the reference's buffer; more is an error).
 
-Splits (MESH reference): train = videos 0-9999 less those whose proposals have fewer than 128
-frames (7648 and 9777 in the release), validation 10000-10319, test 15000-19999; a short
-proposal file is skipped in every split.
+Splits (MESH reference configs `config/data/clevrer_{s,l}.yaml`): train = videos 0-9999 less
+7648 and 9777 (their proposal files are short: 115 and 104 frames), validation 10000-10319,
+test 15000-19999, nothing skipped in those two. The skip list is per split and by video index,
+as the MESH configs have it (its build script also names 10800 as short, which no MESH split
+holds). A short proposal file that the list does not skip is an error naming the video (the
+MESH data would hold a blank example in its place).
 
 Decoding: PyAV (`pip install av`, the `clevrer` extra of pyproject.toml) decodes the mp4 files
 (frame i = the i-th decoded frame, as OpenCV's sequential reads in the reference); the COCO RLE
@@ -63,6 +66,8 @@ NUM_FRAMES = 128
 MAX_OBJECTS_PER_FRAME = 7
 MAX_LABELS = 10  # Largest segmentation id (distinct objects over the two frames).
 MESH_SPLITS = (("train", 0, 10_000), ("validation", 10_000, 10_320), ("test", 15_000, 20_000))
+# Videos left out of each split (MESH configs: `ignore: [7648, 9777]` in train, [] elsewhere).
+MESH_SKIP = (("train", (7648, 9777)), ("validation", ()), ("test", ()))
 
 
 @dataclasses.dataclass
@@ -71,18 +76,23 @@ class ClevrerConfig(tfds.core.BuilderConfig):
   frames: tuple[int, int] = (0, 16)
   resolution: int = 64
   splits: tuple[tuple[str, int, int], ...] = MESH_SPLITS  # (name, first, stop) video indices.
-  min_proposal_frames: int = NUM_FRAMES  # Shorter proposal files are skipped.
+  skip: tuple[tuple[str, tuple[int, ...]], ...] = MESH_SKIP  # (split, video indices left out).
+  min_proposal_frames: int = NUM_FRAMES  # Shorter proposal files: skipped, or an error.
+
+  def skipped(self, split: str) -> frozenset[int]:
+    return frozenset(dict(self.skip).get(split, ()))
 
 
 # The fake files of dummy_data/ (datasets/clevrer/make_dummy_data.py): video 2 has short
-# proposals and is skipped, as 7648 and 9777 are in the release.
+# proposals and is skipped from train, as 7648 and 9777 are in the release.
 FAKE_SPLITS = (("train", 0, 6), ("validation", 10_000, 10_001), ("test", 15_000, 15_001))
+FAKE_SKIP = (("train", (2,)), ("validation", ()), ("test", ()))
 BUILDER_CONFIGS = [
     ClevrerConfig(name="s", frames=(0, 16), description="CLEVRER-S: frames 0 and 16, 64x64."),
     ClevrerConfig(name="l", frames=(0, 127), description="CLEVRER-L: frames 0 and 127, 64x64."),
-    ClevrerConfig(name="s_fake", frames=(0, 16), splits=FAKE_SPLITS,
+    ClevrerConfig(name="s_fake", frames=(0, 16), splits=FAKE_SPLITS, skip=FAKE_SKIP,
                   description="As s, on the fake files of dummy_data/ (tests, smoke runs)."),
-    ClevrerConfig(name="l_fake", frames=(0, 127), splits=FAKE_SPLITS,
+    ClevrerConfig(name="l_fake", frames=(0, 127), splits=FAKE_SPLITS, skip=FAKE_SKIP,
                   description="As l, on the fake files of dummy_data/ (tests, smoke runs)."),
 ]
 
@@ -126,7 +136,7 @@ def locate_files(manual_dir, config: ClevrerConfig
       match = re.fullmatch(r"(?:sim|proposal)_(\d{5})\.json", path.name)
       if match:
         proposals[int(match.group(1))] = path
-  wanted = [i for _, lo, hi in config.splits for i in range(lo, hi)]
+  wanted = [i for _, lo, hi in config.splits for i in range(lo, hi)]  # Skipped ones too.
   if not videos and not proposals:
     raise _error(config, root, f"no video_NNNNN.mp4 or proposal json files in {root}")
   for kind, found in (("video_NNNNN.mp4", videos), ("derender proposals", proposals)):
@@ -245,7 +255,8 @@ def _identities(frames: list[list[dict]]) -> tuple[list[list[int]], list[tuple]]
 
 
 def read_example(index: int, video_path, proposals_path, config: ClevrerConfig) -> dict | None:
-  """One two-frame example, or None when the proposals have too few frames."""
+  """One two-frame example, or None when the proposals have fewer than
+  `config.min_proposal_frames` frames."""
   data = json.loads(epath.Path(proposals_path).read_text())
   frames = data.get("frames")
   if not isinstance(frames, list):
@@ -334,11 +345,18 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     files = locate_files(dl_manager.manual_dir, self.builder_config)
-    return {name: self._generate_examples(files, lo, hi)
+    return {name: self._generate_examples(files, name, lo, hi)
             for name, lo, hi in self.builder_config.splits}
 
-  def _generate_examples(self, files, lo: int, hi: int):
+  def _generate_examples(self, files, split: str, lo: int, hi: int):
+    skipped = self.builder_config.skipped(split)
     for index in range(lo, hi):
+      if index in skipped:
+        continue
       example = read_example(index, *files[index], self.builder_config)
-      if example is not None:
-        yield index, example
+      if example is None:
+        raise ValueError(
+            f"{files[index][1]}: the proposals of video {index} have fewer than "
+            f"{self.builder_config.min_proposal_frames} frames, and the {split} split does "
+            f"not skip it (skipped: {sorted(skipped) or 'none'}, as the MESH configs).")
+      yield index, example

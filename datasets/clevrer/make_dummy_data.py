@@ -47,7 +47,8 @@ def _objects(index: int, rng: np.random.Generator) -> list[dict]:
   for k in range(n + 2):
     tracks.append(dict(
         color=str(colours[k]), material=str(rng.choice(clevrer.MATERIALS)),
-        shape=str(rng.choice(clevrer.SHAPES)), enter=0 if k < n else (10, 100)[k - n], x=float(rng.uniform(20, 300)), y=float(rng.uniform(20, 200)),
+        shape=str(rng.choice(clevrer.SHAPES)), enter=0 if k < n else (10, 100)[k - n],
+        x=float(rng.uniform(20, 300)), y=float(rng.uniform(20, 200)),
         vx=float(rng.uniform(-0.8, 0.8)), vy=float(rng.uniform(-0.5, 0.5)),
         w=int(rng.integers(16, 40)), h=int(rng.integers(20, 60))))
   if index == REPEATED_TRIPLE:

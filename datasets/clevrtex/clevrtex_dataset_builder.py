@@ -11,7 +11,13 @@ github.com/karazijal/clevrtex-generation writes the files):
       pixel_coords, ...)
 Official splits by image index over the n images of a variant: test [0, 0.1 n), validation
 [0.1 n, 0.2 n), train [0.2 n, n) (full: test 0-4999, validation 5000-9999, train 10000-49999);
-OOD (`outd`) has no splits and is a test set only. The official centre crop (rows 24:216, cols
+OOD (`outd`) has no splits and is a test set only. Variants (the official loader's list,
+`ool/clevrtex_eval.py` CLEVRTEX.variants): full (the main set), camo (CAMO), outd (OOD), and
+the background variants pbg (plain background), vbg (varied background) and grassbg (grass
+background), each with the official splits. Archive names follow the official loader's
+`clevrtex_{variant}.tar.gz` pattern (`ool/data/multi.py`), the full set in five parts; in
+vbg the objects also carry a colour, which these features do not keep. The official centre crop
+(rows 24:216, cols
 64:256, i.e. 0.8 of the short side) and the resize to 128 (or 64, MESH App. F.3) are pipeline ops.
 
 Features:
@@ -58,6 +64,15 @@ BUILDER_CONFIGS = [
     ClevrTexConfig(name="outd", variant="outd",
                    description="ClevrTex OOD variant (unseen shapes and materials), test only.",
                    archives=("clevrtex_outd.tar.gz",), splits=(("test", 0.0, 1.0),)),
+    ClevrTexConfig(name="pbg", variant="pbg",
+                   description="ClevrTex PBG variant (plain background).",
+                   archives=("clevrtex_pbg.tar.gz",)),
+    ClevrTexConfig(name="vbg", variant="vbg",
+                   description="ClevrTex VBG variant (varied background).",
+                   archives=("clevrtex_vbg.tar.gz",)),
+    ClevrTexConfig(name="grassbg", variant="grassbg",
+                   description="ClevrTex GrassBG variant (grass background).",
+                   archives=("clevrtex_grassbg.tar.gz",)),
 ]
 
 
@@ -163,7 +178,7 @@ def read_example(path: epath.Path) -> dict:
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
-  """ClevrTex full, CAMO and OOD in the object-discovery schema."""
+  """ClevrTex full, CAMO, OOD, PBG, VBG and GrassBG in the object-discovery schema."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}

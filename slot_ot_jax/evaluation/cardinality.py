@@ -31,11 +31,11 @@ import json
 import os
 from typing import Any, Iterable, Mapping, Sequence
 
+from clu import metrics as clu_metrics
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
-from clu import metrics as clu_metrics
 
 from slot_ot_jax.evaluation import metrics
 

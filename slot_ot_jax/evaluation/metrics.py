@@ -41,13 +41,28 @@ Edge cases, where the public implementations disagree (each policy is tested):
 * Temporal consistency (MESH paper, App. F.3/F.4; MESH `time_consistency_accuracy`): in
   each frame, objects are matched to slots as for FG-mIoU (Hungarian on 1 - IoU, foreground
   objects against all slots); the matched slot counts whatever its IoU, as in MESH (a
-  zero-IoU match that happens to pick the same slot in both frames is consistent). Object
-  ids must name the same object in both frames. Per example, TC = consistent / common,
-  where common counts foreground objects present in both frames; an example without such
-  an object has no TC (`tc_has_common` False, score `empty_value`) and the clu metric
-  averages TC over the examples that have one, as MESH's `robust_mean` drops its NaNs.
-  (Ties between equal-cost matches are broken by the solver, so avoid them when comparing
-  with other implementations.)
+  zero-IoU match that happens to pick the same slot in both frames is consistent). Which
+  objects of the two frames are "the same" is set by `identity`:
+    - None (object ids): an object of frame 0 and one of frame 1 are the same when they
+      carry the same id, so ids must name the same object in both frames. For datasets
+      without attributes (the offline two-frame sprites).
+    - `identity` [B, num_true] int (reference): a code per object id, e.g. of its
+      (colour, material, shape); every pair (object of frame 0, object of frame 1) with the
+      same code counts, as MESH compares attribute vectors, so two identical-looking objects
+      make four pairs (two objects that keep their slots score 0.5, not 1; swapped, 0.5,
+      not 0). Use it for CLEVRER to compare with MESH Table 5.
+  Per example, TC = consistent pairs / pairs, the pairs being those of foreground objects
+  present in their frame; an example without a pair has no TC (`tc_has_common` False, score
+  `empty_value`) and the clu metric averages TC over the examples that have one, as MESH's
+  `robust_mean` drops its NaNs. (Ties between equal-cost matches are broken by the solver,
+  so avoid them when comparing with other implementations.)
+* Video FG-mIoU (and FG-ARI) average: MESH computes the score per frame and averages over
+  all frames of the evaluation set that have a foreground object (`robust_mean` of the
+  [videos, frames] scores): `make_eval_metrics(video=True, miou_average="frames")`. With
+  "videos" the frames of each video are averaged first, then the videos. The two differ
+  only when some frame has no foreground object. FG-ARI is averaged over the frames of each
+  video, then over videos: every video has the same number of frames, so this is the mean
+  over all frames (MESH's) whenever no frame lacks a score.
 """
 
 import functools
@@ -208,20 +223,23 @@ def fg_miou(true_ids: Array, pred_ids: Array, *, num_true: int, num_pred: int,
 
 @_jit()
 def temporal_consistency_counts(true_ids: Array, pred_ids: Array, *, num_true: int,
-                                num_pred: int, valid: Optional[Array] = None
-                                ) -> Tuple[Array, Array]:
+                                num_pred: int, valid: Optional[Array] = None,
+                                identity: Optional[Array] = None) -> Tuple[Array, Array]:
   """Counts behind temporal consistency for two-frame videos.
 
   Args:
-    true_ids: [B, 2, ...] int, object ids consistent across the two frames; 0 background.
+    true_ids: [B, 2, ...] int object ids; 0 background.
     pred_ids: [B, 2, ...] int, slot ids (slots carried from frame to frame).
     num_true, num_pred, valid: as in `fg_miou` (valid is [B, 2, ...]).
+    identity: None: objects are identified across the frames by their id. Otherwise
+      [B, num_true] int, a code per object id (entry 0, the background, is ignored):
+      objects with equal codes are the same object (MESH's attribute identity).
 
   Returns:
-    (consistent [B], common [B]) int32: foreground objects present in both frames whose
-    Hungarian-matched slot is the same in both frames, and foreground objects present in
-    both frames. An object left without a slot (more objects than slots) is never
-    consistent.
+    (consistent [B], pairs [B]) int32. Pairs: (object present in frame 0, object present in
+    frame 1) that are the same object; consistent: those whose Hungarian-matched slots in
+    the two frames are the same slot. An object left without a slot (more objects than
+    slots) is never consistent.
   """
   if true_ids.shape[1] != 2:
     raise ValueError(f"expected two frames on axis 1, got shape {true_ids.shape}")
@@ -233,32 +251,39 @@ def temporal_consistency_counts(true_ids: Array, pred_ids: Array, *, num_true: i
     return slot, present
 
   slot, present = jax.vmap(jax.vmap(frame))(t, p)  # [B, 2, T-1] each
-  common = present[:, 0] & present[:, 1]
-  same = (slot[:, 0] == slot[:, 1]) & (slot[:, 0] >= 0)
-  return (jnp.sum(common & same, axis=1).astype(jnp.int32),
-          jnp.sum(common, axis=1).astype(jnp.int32))
+  if identity is None:
+    same = jnp.eye(num_true - 1, dtype=bool)[None]
+  else:
+    code = jnp.asarray(identity)[:, 1:]
+    same = code[:, :, None] == code[:, None, :]               # [B, T-1, T-1]
+  pairs = same & present[:, 0, :, None] & present[:, 1, None, :]
+  kept = (slot[:, 0, :, None] == slot[:, 1, None, :]) & (slot[:, 0, :, None] >= 0)
+  return (jnp.sum(pairs & kept, axis=(1, 2)).astype(jnp.int32),
+          jnp.sum(pairs, axis=(1, 2)).astype(jnp.int32))
 
 
 def temporal_consistency(true_ids: Array, pred_ids: Array, *, num_true: int, num_pred: int,
-                         valid: Optional[Array] = None, empty_value: float = 1.0) -> Array:
-  """Per-example share of the objects present in both frames that keep their slot: [B].
+                         valid: Optional[Array] = None, identity: Optional[Array] = None,
+                         empty_value: float = 1.0) -> Array:
+  """Per-example share of the same-object pairs across the two frames that keep their slot.
 
-  See `temporal_consistency_counts` for the arguments; `empty_value` where no object is
-  present in both frames (leave those examples out of a mean: MESH averages TC over the
-  examples that have such objects).
+  See `temporal_consistency_counts` for the arguments; `empty_value` where there is no pair
+  (leave those examples out of a mean: MESH averages TC over the examples that have one).
   """
-  consistent, common = temporal_consistency_counts(
-      true_ids, pred_ids, num_true=num_true, num_pred=num_pred, valid=valid)
-  return jnp.where(common > 0, consistent / jnp.maximum(common, 1), empty_value)
+  consistent, pairs = temporal_consistency_counts(
+      true_ids, pred_ids, num_true=num_true, num_pred=num_pred, valid=valid,
+      identity=identity)
+  return jnp.where(pairs > 0, consistent / jnp.maximum(pairs, 1), empty_value)
 
 
 # --------------------------------------------------------------------------------------
 # clu metrics
 # --------------------------------------------------------------------------------------
 def average_where(name: str, where: str):
-  """`clu.metrics.Average` of output `name` [B] over examples where output `where` [B] holds.
+  """`clu.metrics.Average` of output `name` [B, ...] over entries where `where` holds.
 
-  The model output "mask" ([B], False for padding examples) is applied as well.
+  The model output "mask" ([B], False for padding examples) is applied as well (broadcast
+  over the trailing axes, e.g. the frames of [B, T] outputs).
   """
 
   @flax.struct.dataclass
@@ -268,28 +293,38 @@ def average_where(name: str, where: str):
     def from_model_output(cls, **outputs):
       keep = jnp.asarray(outputs[where]).astype(bool)
       if outputs.get("mask") is not None:
-        keep = keep & jnp.asarray(outputs["mask"]).astype(bool)
+        mask = jnp.asarray(outputs["mask"]).astype(bool)
+        keep = keep & mask.reshape(mask.shape + (1,) * (keep.ndim - mask.ndim))
       return super().from_model_output(jnp.asarray(outputs[name]), mask=keep)
 
   return AverageWhere
 
 
-def make_eval_metrics(*, video: bool = False):
+MIOU_AVERAGES = ("videos", "frames")
+
+
+def make_eval_metrics(*, video: bool = False, miou_average: str = "videos"):
   """A `clu.metrics.Collection` class for object-discovery evaluation.
 
   Fields: `loss` (mean of the "loss" output), `fg_ari` (mean over images, empty images
   scoring `empty_value`), `fg_miou` (mean over images with foreground), and with
-  `video=True` `temporal_consistency` (mean over examples with an object present in both
-  frames). Feed it
-  `loss=..., mask=..., **segmentation_metric_outputs(...)`.
+  `video=True` `temporal_consistency` (mean over examples with a same-object pair across
+  the frames). `miou_average` (video only): "videos" averages FG-mIoU over the frames of
+  each video, then over videos; "frames" over all frames with foreground, as MESH (module
+  docstring). Feed it `loss=..., mask=..., **segmentation_metric_outputs(...)`.
   """
+  if miou_average not in MIOU_AVERAGES:
+    raise ValueError(f"Unknown miou_average {miou_average!r}; valid: "
+                     f"{', '.join(MIOU_AVERAGES)}.")
   if video:
+    miou = (average_where("fg_miou_frames", "frame_has_foreground")
+            if miou_average == "frames" else average_where("fg_miou", "has_foreground"))
 
     @flax.struct.dataclass
     class VideoEvalMetrics(clu_metrics.Collection):
       loss: clu_metrics.Average.from_output("loss")
       fg_ari: clu_metrics.Average.from_output("fg_ari")
-      fg_miou: average_where("fg_miou", "has_foreground")
+      fg_miou: miou
       temporal_consistency: average_where("tc", "tc_has_common")
 
     return VideoEvalMetrics
@@ -306,7 +341,8 @@ def make_eval_metrics(*, video: bool = False):
 def segmentation_metric_outputs(true_ids: Array, pred_ids: Array, *, num_true: int,
                                 num_pred: int, valid: Optional[Array] = None,
                                 video: bool = False, empty_value: float = 1.0,
-                                count_unmatched_predictions: bool = False) -> dict:
+                                count_unmatched_predictions: bool = False,
+                                identity: Optional[Array] = None) -> dict:
   """Per-example outputs for `make_eval_metrics`.
 
   Args:
@@ -314,10 +350,14 @@ def segmentation_metric_outputs(true_ids: Array, pred_ids: Array, *, num_true: i
     video: per-frame FG-ARI and FG-mIoU averaged over the frames of each video (MESH
       paper, Sec. 5.4; FG-mIoU over frames with foreground), plus temporal consistency
       of two-frame videos: tc (per-example TC, `empty_value` without a common object),
-      tc_has_common, and the counts tc_consistent, tc_common.
+      tc_has_common, and the counts tc_consistent, tc_common (same-object pairs); the
+      per-frame fg_miou_frames and frame_has_foreground [B, T] for MESH's frame average.
+    identity: video only, the object identity of temporal consistency
+      (`temporal_consistency_counts`): None = object ids, [B, num_true] codes = MESH's
+      attribute identity.
 
   Returns:
-    dict of [B] arrays: fg_ari, fg_miou, has_foreground (and the tc_* outputs).
+    dict of [B] arrays: fg_ari, fg_miou, has_foreground (and the video outputs).
   """
   kw = dict(num_true=num_true, num_pred=num_pred)
   if not video:
@@ -334,11 +374,12 @@ def segmentation_metric_outputs(true_ids: Array, pred_ids: Array, *, num_true: i
   ari, miou, fg = (per_frame[k].reshape(b, t) for k in
                    ("fg_ari", "fg_miou", "has_foreground"))
   nfg = fg.sum(1)
-  consistent, common = temporal_consistency_counts(true_ids, pred_ids, valid=valid, **kw)
+  consistent, common = temporal_consistency_counts(true_ids, pred_ids, valid=valid,
+                                                   identity=identity, **kw)
   return dict(
       fg_ari=ari.mean(1),
       fg_miou=jnp.where(nfg > 0, jnp.sum(jnp.where(fg, miou, 0.0), 1) / jnp.maximum(nfg, 1),
                         empty_value),
-      has_foreground=nfg > 0,
+      has_foreground=nfg > 0, fg_miou_frames=miou, frame_has_foreground=fg,
       tc=jnp.where(common > 0, consistent / jnp.maximum(common, 1), empty_value),
       tc_has_common=common > 0, tc_consistent=consistent, tc_common=common)

@@ -16,32 +16,50 @@ least-cost one-to-one matching of the K predictions with the M targets (padding 
 presence is learned through the matching); the matched costs are summed per image. Gradients
 flow through the matched costs only.
 
-AP (`average_precision`), the Slot Attention supplement's definition (Sec. 5.9, after Zhang et
-al., 2019): every prediction of every image of the evaluation set is ranked by its presence
-(descending; ties keep image-then-slot order). Going down that list, a prediction is a true
-positive when an object of its own image that is real (presence target 1), not yet claimed by
-a higher-ranked prediction, has the same argmax in every one-hot group and lies at a distance
-*strictly below* the threshold; the nearest such object is then claimed. Otherwise it is a
-false positive (so a second prediction of one object is a false positive). Distances are
-Euclidean between coordinates multiplied by `coord_scale` (6 maps CLEVR's [0, 1] back to its
-[-3, 3] units); a distance exactly equal to the threshold is a false positive; threshold inf
-ignores positions. Precision/recall at every rank (recall over the number of real objects),
-AP = area under the every-point interpolated curve (precision replaced by its maximum at any
-higher recall, summed over the recall steps), as in PASCAL VOC 2010+.
+AP (`average_precision`), two rules (docs/evaluation.md compares them):
+
+* "official" (default) computes AP as the evaluator of the Slot Attention code does
+  (google-research `slot_attention/utils.py`, `average_precision_clevr`, which follows the
+  Deep Set Prediction Networks evaluator that the Slot Attention supplement, Sec. 5.9,
+  cites). Every prediction of every image of the evaluation set is ranked by its presence
+  (descending; tied predictions in reverse order of their flat index image * K + slot, as
+  the official argsort-then-reverse gives). Going down that list, each prediction is given
+  the *nearest* object of its own image that is real (presence target nonzero) and has the
+  same argmax in every one-hot group, whether or not a higher-ranked prediction already
+  claimed it. The prediction is a true positive when that distance is *strictly below* the
+  threshold and the object is not yet claimed (it is then claimed); otherwise (no such
+  object, too far, or already claimed) it is a false positive. Distances are computed in
+  float32, as the official code does on its float32 arrays; recall is over the sum of the
+  presence targets (the number of objects for 0/1 targets).
+* "lenient" (our earlier rule) gives each prediction the nearest *unclaimed* such object,
+  ranks ties in image-then-slot order, computes in float64 and counts presence > 0.5 as
+  real. A prediction whose nearest match is already claimed may still claim a farther
+  object with the same attributes, where the official rule counts a false positive, so the
+  lenient AP is usually the higher one in scenes with identical objects. When attributes
+  are unique within each image and confidences have no ties, the two rules agree (up to
+  float32 rounding of distances at a threshold).
+
+In both, distances are Euclidean between coordinates multiplied by `coord_scale` (6 maps
+CLEVR's [0, 1] back to its [-3, 3] units), a distance exactly equal to the threshold is a
+miss, and threshold inf ignores positions. Precision/recall at every rank, AP = area under
+the every-point interpolated curve (precision replaced by its maximum at any higher recall,
+summed over the recall steps), as in PASCAL VOC 2010+.
 """
 # No `from __future__ import annotations`: clu reads the Collection field annotations.
 import dataclasses
 from typing import Sequence, Tuple
 
+from clu import metrics as clu_metrics
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from clu import metrics as clu_metrics
 
 # The distance thresholds of Slot Attention Table 2 / MESH Tables 2 and 6 (in scene units).
 AP_THRESHOLDS = (float("inf"), 1.0, 0.5, 0.25, 0.125, 0.0625)
+# AP claim rules (module docstring); metric names: ap_<t> (official), ap_lenient_<t>.
+AP_RULES = ("official", "lenient")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,9 +93,12 @@ CLEVR_LAYOUT = TargetLayout(coord_dims=3, groups=(("size", 2), ("material", 2), 
                                                   ("color", 8)))
 
 
-def threshold_name(threshold: float) -> str:
-  """Metric name of a threshold: ap_inf, ap_1, ap_0.5, ..., ap_0.0625."""
-  return "ap_inf" if np.isinf(threshold) else f"ap_{threshold:g}"
+def threshold_name(threshold: float, rule: str = "official") -> str:
+  """Metric name of a threshold: ap_inf, ap_1, ..., ap_0.0625 for the official rule,
+  ap_lenient_inf, ap_lenient_1, ... for the lenient one."""
+  _check_rule(rule)
+  prefix = "ap_" if rule == "official" else f"ap_{rule}_"
+  return prefix + ("inf" if np.isinf(threshold) else f"{threshold:g}")
 
 
 # ------------------------------------------------------------------------------------------
@@ -113,56 +134,103 @@ def hungarian_huber_loss(predictions: jax.Array, targets: jax.Array,
 # Average precision (numpy, on the host, over the whole evaluation set)
 # ------------------------------------------------------------------------------------------
 def _attributes(x: np.ndarray, layout: TargetLayout) -> np.ndarray:
-  """`[..., D]` -> `[..., G]` argmax of each one-hot group."""
+  """`[..., D]` -> `[..., G]` argmax of each one-hot group (first maximum on ties)."""
   return np.stack([np.argmax(x[..., s], axis=-1) for s in layout.group_slices()], axis=-1)
 
 
-def true_positives(predictions: np.ndarray, targets: np.ndarray, layout: TargetLayout,
-                   thresholds: Sequence[float] = AP_THRESHOLDS) -> np.ndarray:
-  """Which predictions are true positives, per threshold.
+def _check_rule(rule: str) -> None:
+  if rule not in AP_RULES:
+    raise ValueError(f"Unknown AP rule {rule!r}; valid: {', '.join(AP_RULES)}.")
 
-  Images are independent, so the greedy claiming runs over the K ranks of each image, all
-  images and thresholds at once.
+
+def _slot_order(confidence: np.ndarray, rule: str) -> np.ndarray:
+  """`[N, K]` confidences -> `[N, K]` slot indices of each image, best first.
+
+  Official: ties in reverse slot order (the official evaluator's argsort then reversal);
+  lenient: ties in slot order. Restricted to one image, the global rank of
+  `_global_order` gives the same order, since the flat index is image * K + slot.
+  """
+  if rule == "official":
+    k = confidence.shape[1]
+    return k - 1 - np.argsort(-confidence[:, ::-1], axis=1, kind="stable")
+  return np.argsort(-confidence, axis=1, kind="stable")
+
+
+def _global_order(confidence: np.ndarray, rule: str) -> np.ndarray:
+  """`[N, K]` -> `[N * K]` flat indices ranked over the whole set (ties as `_slot_order`)."""
+  flat = confidence.reshape(-1)
+  if rule == "official":
+    return flat.size - 1 - np.argsort(-flat[::-1], kind="stable")
+  return np.argsort(-flat, kind="stable")
+
+
+def _prepare(predictions, targets, layout: TargetLayout, rule: str):
+  """Per-rule dtypes, real objects [N, M], candidates [N, K, M] and distances [N, K, M]."""
+  dtype = np.float32 if rule == "official" else np.float64
+  predictions = np.asarray(predictions).astype(dtype)
+  targets = np.asarray(targets).astype(dtype)
+  c = layout.coord_dims
+  presence = targets[..., -1]
+  # Official: any nonzero presence is an object (`if target_real_obj`); lenient: > 0.5.
+  real = presence != 0 if rule == "official" else presence > 0.5
+  same = np.all(_attributes(predictions, layout)[:, :, None, :]
+                == _attributes(targets, layout)[:, None, :, :], axis=-1)  # [N, K, M]
+  diff = (predictions[:, :, None, :c] - targets[:, None, :, :c]) * dtype(layout.coord_scale)
+  dist = np.sqrt(np.sum(np.square(diff), axis=-1))                       # [N, K, M], dtype
+  return predictions, targets, real, same & real[:, None, :], dist
+
+
+def true_positives(predictions: np.ndarray, targets: np.ndarray, layout: TargetLayout,
+                   thresholds: Sequence[float] = AP_THRESHOLDS,
+                   rule: str = "official") -> np.ndarray:
+  """Which predictions are true positives, per threshold (module docstring for the rules).
+
+  Images are independent, so the claiming runs over the K ranks of each image, all images
+  and thresholds at once.
 
   Args:
     predictions: [N, K, D] (presence last).
-    targets: [N, M, D]; rows with presence <= 0.5 are padding.
+    targets: [N, M, D]; zero presence marks padding ("lenient": presence <= 0.5).
     layout: the blocks of D.
     thresholds: distance thresholds (inf allowed).
+    rule: "official" (default) or "lenient".
 
   Returns:
     bool [T, N, K].
   """
-  predictions = np.asarray(predictions, np.float64)
-  targets = np.asarray(targets, np.float64)
+  _check_rule(rule)
+  predictions, targets, _, candidate, dist = _prepare(predictions, targets, layout, rule)
   n, k = predictions.shape[:2]
-  c = layout.coord_dims
   thr = np.asarray(thresholds, np.float64)[:, None]                      # [T, 1]
-  real = targets[..., -1] > 0.5                                          # [N, M]
-  same = np.all(_attributes(predictions, layout)[:, :, None, :]
-                == _attributes(targets, layout)[:, None, :, :], axis=-1)  # [N, K, M]
-  candidate = same & real[:, None, :]
-  diff = (predictions[:, :, None, :c] - targets[:, None, :, :c]) * layout.coord_scale
-  dist = np.sqrt(np.sum(np.square(diff), axis=-1))                       # [N, K, M]
-  # Rank of the slots inside each image; stable, so ties keep slot order (as the global rank).
-  order = np.argsort(-predictions[..., -1], axis=1, kind="stable")       # [N, K]
+  order = _slot_order(predictions[..., -1], rule)                        # [N, K]
   rows = np.arange(n)
   claimed = np.zeros((len(thr), n, targets.shape[1]), bool)
   hits = np.zeros((len(thr), n, k), bool)
+  if rule == "official":
+    # The nearest same-attribute real object, claimed or not (first one on equal distances).
+    d = np.where(candidate, dist, np.inf)
+    nearest = np.argmin(d, axis=-1)                                      # [N, K]
+    nearest_d = np.take_along_axis(d, nearest[..., None], -1)[..., 0]
   for rank in range(k):
     slot = order[:, rank]
-    free = candidate[rows, slot][None] & ~claimed                         # [T, N, M]
-    d = np.where(free, dist[rows, slot][None], np.inf)
-    nearest = np.argmin(d, axis=-1)                                       # [T, N]
-    hit = np.take_along_axis(d, nearest[..., None], -1)[..., 0] < thr     # [T, N]
+    if rule == "official":
+      target = np.broadcast_to(nearest[rows, slot], (len(thr), n))        # [T, N]
+      close = nearest_d[rows, slot][None] < thr                           # [T, N]
+      hit = close & ~np.take_along_axis(claimed, target[..., None], -1)[..., 0]
+    else:
+      free = candidate[rows, slot][None] & ~claimed                       # [T, N, M]
+      d = np.where(free, dist[rows, slot][None], np.inf)
+      target = np.argmin(d, axis=-1)                                      # [T, N]
+      hit = np.take_along_axis(d, target[..., None], -1)[..., 0] < thr    # [T, N]
     hits[:, rows, slot] = hit
     t_idx, n_idx = np.nonzero(hit)
-    claimed[t_idx, n_idx, nearest[t_idx, n_idx]] = True
+    claimed[t_idx, n_idx, target[t_idx, n_idx]] = True
   return hits
 
 
 def average_precision(predictions: np.ndarray, targets: np.ndarray, layout: TargetLayout,
-                      thresholds: Sequence[float] = AP_THRESHOLDS) -> np.ndarray:
+                      thresholds: Sequence[float] = AP_THRESHOLDS,
+                      rule: str = "official") -> np.ndarray:
   """AP over a whole evaluation set (module docstring), vectorised.
 
   Args:
@@ -170,37 +238,51 @@ def average_precision(predictions: np.ndarray, targets: np.ndarray, layout: Targ
     targets: [N, M, D], zero-padded.
     layout: the blocks of D.
     thresholds: distance thresholds in scene units.
+    rule: "official" (default: the Slot Attention evaluator) or "lenient".
 
   Returns:
     float64 [T] AP in [0, 1] per threshold; nan when the targets hold no real object.
   """
-  predictions = np.asarray(predictions, np.float64)
-  hits = true_positives(predictions, targets, layout, thresholds)        # [T, N, K]
-  num_real = int(np.sum(np.asarray(targets)[..., -1] > 0.5))
+  _check_rule(rule)
+  hits = true_positives(predictions, targets, layout, thresholds, rule)  # [T, N, K]
+  predictions, targets, real, _, _ = _prepare(predictions, targets, layout, rule)
+  # Official: recall over the sum of the presence targets (the number of objects for 0/1
+  # targets); lenient: over the number of real objects.
+  num_real = float(np.sum(targets[..., -1])) if rule == "official" else float(np.sum(real))
   if num_real == 0:
     return np.full(len(thresholds), np.nan)
-  ranking = np.argsort(-predictions[..., -1].reshape(-1), kind="stable")  # Global rank.
+  ranking = _global_order(predictions[..., -1], rule)
   tp = hits.reshape(len(thresholds), -1)[:, ranking]                      # [T, P]
   cum_tp = np.cumsum(tp, axis=1)
   precision = cum_tp / np.arange(1, tp.shape[1] + 1)
-  # Every-point interpolation: the best precision at this or any later rank (higher recall).
+  recall = cum_tp / num_real
+  if rule == "official":  # The official evaluator rounds both curves to float32.
+    precision = precision.astype(np.float32).astype(np.float64)
+    recall = recall.astype(np.float32).astype(np.float64)
+  # Every-point interpolation: the best precision at this or any later rank (higher recall),
+  # times the recall step, summed where recall rises (at the true positives only).
   envelope = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
-  # Recall rises by 1 / num_real at each true positive, only there.
-  return np.sum(np.where(tp, envelope, 0.0), axis=1) / num_real
+  step = np.diff(recall, axis=1, prepend=0.0)
+  return np.sum(np.where(step != 0, envelope * step, 0.0), axis=1)
 
 
 # ------------------------------------------------------------------------------------------
 # clu metrics
 # ------------------------------------------------------------------------------------------
-def make_eval_metrics(layout: TargetLayout, thresholds: Sequence[float] = AP_THRESHOLDS
-                      ) -> type[clu_metrics.Collection]:
-  """Collection of `loss` (mean over valid examples) and `ap_<threshold>` per threshold.
+def make_eval_metrics(layout: TargetLayout, thresholds: Sequence[float] = AP_THRESHOLDS,
+                      rules: Sequence[str] = AP_RULES) -> type[clu_metrics.Collection]:
+  """Collection of `loss` (mean over valid examples) and the AP of every rule and threshold.
 
-  Model outputs: loss [B], predictions [B, K, D], targets [B, M, D], mask bool [B] (False on
-  evaluation padding, excluded from both). The predictions are gathered on the host over the
-  whole evaluation set (the AP ranks them globally) and scored when `compute()` is called.
+  Metric names: `threshold_name(t, rule)`, i.e. ap_inf, ap_1, ... (official rule) and
+  ap_lenient_inf, ap_lenient_1, ... (lenient rule). Model outputs: loss [B], predictions
+  [B, K, D], targets [B, M, D], mask bool [B] (False on evaluation padding, excluded from
+  both). The predictions are gathered on the host over the whole evaluation set (the AP
+  ranks them globally) and scored when `compute()` is called.
   """
   thresholds = tuple(float(t) for t in thresholds)
+  rules = tuple(rules)
+  for rule in rules:
+    _check_rule(rule)
 
   @flax.struct.dataclass
   class AveragePrecision(clu_metrics.CollectingMetric.from_outputs(
@@ -209,9 +291,12 @@ def make_eval_metrics(layout: TargetLayout, thresholds: Sequence[float] = AP_THR
     def compute(self):
       values = super().compute()
       keep = np.asarray(values["mask"], bool)
-      ap = average_precision(values["predictions"][keep], values["targets"][keep], layout,
-                             thresholds)
-      return {threshold_name(t): float(v) for t, v in zip(thresholds, ap)}
+      results = {}
+      for rule in rules:
+        ap = average_precision(values["predictions"][keep], values["targets"][keep], layout,
+                               thresholds, rule=rule)
+        results.update({threshold_name(t, rule): float(v) for t, v in zip(thresholds, ap)})
+      return results
 
   @flax.struct.dataclass
   class PropertyEvalMetrics(clu_metrics.Collection):

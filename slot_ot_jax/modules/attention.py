@@ -5,7 +5,8 @@ Variants (module fields that select them, see README "Variants"):
   SA        attention="softmax"   (Locatello et al. 2020, Alg. 1)
   SA-SH     attention="sinkhorn"  (Zhang et al. 2023, eq. 7, learned marginals App. A)
   SA-EMD    attention="emd"       (eq. 8: emd(C) + sinkhorn(C), gradient from Sinkhorn)
-  SA-MESH   attention="mesh"      (eqs. 9-12; objectives: entropy, App. B similarity, App. I learned)
+  SA-MESH   attention="mesh"      (eqs. 9-12; objectives: entropy, App. B similarity,
+                                   App. I learned)
   dagger    detach_slots=True     (Chang et al. 2022: gradient through the last iteration only)
   update_norm: weighted_mean | sum | weighted_sum | layer_norm | batch_norm  (Krimmel et al.)
 
@@ -30,8 +31,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from slot_ot_jax.transport import mesh_ot
 from slot_ot_jax import transport
+from slot_ot_jax.modules import defaults
+from slot_ot_jax.transport import mesh_ot
 
 Array = jax.Array
 
@@ -41,11 +43,19 @@ SLOT_INITS = ("shared_gaussian", "per_slot", "fixed_random", "identical")
 MARGINALS = ("learned", "uniform")
 MESH_OBJECTIVES = ("entropy", "similarity", "learned")
 COMPUTE_DTYPES = ("float32", "bfloat16")
+FRAMEWORK_DEFAULTS = defaults.STYLES
 
 
 def _check(name: str, value, valid) -> None:
   if value not in valid:
     raise ValueError(f"Unknown {name} {value!r}; valid values: {list(valid)}")
+
+
+def _check_num_slots(k, source: str) -> None:
+  """Raises ValueError unless the slot count `k` (from `source`) is an integer >= 1."""
+  if isinstance(k, bool) or not isinstance(k, (int, jnp.integer)) or k < 1:
+    raise ValueError(f"SlotAttention needs at least one slot: got K={k!r} from {source}; "
+                     "the number of slots must be an integer >= 1.")
 
 
 class ScalarBatchNorm(nn.Module):
@@ -85,37 +95,49 @@ class ScalarBatchNorm(nn.Module):
 class _PairSimilarity(nn.Module):
   """g(z_i, z_j) of MESH App. B: a small MLP on slot pairs -> S [B, K, K], columns sum to 1."""
   hidden: int
+  framework_defaults: str = "flax"
 
   @nn.compact
   def __call__(self, z: Array) -> Array:
     k = z.shape[-2]
     pairs = jnp.concatenate([jnp.repeat(z[..., :, None, :], k, axis=-2),
                              jnp.repeat(z[..., None, :, :], k, axis=-3)], axis=-1)
-    s = _MLP(self.hidden, 1)(pairs)[..., 0]  # [B, K, K]
+    s = _MLP(self.hidden, 1, framework_defaults=self.framework_defaults)(pairs)[..., 0]  # [B, K, K]
     return jax.nn.softmax(s, axis=-2)  # normalise each column (App. B, eq. 19)
 
 
 class _MLP(nn.Module):
-  """Dense(hidden) -> ReLU -> Dense(out), computed in `dtype`."""
+  """Dense(hidden) -> ReLU -> Dense(out), computed in `dtype`.
+
+  `mlp_block`: the residual slot MLP, an MLP the OCL reference builds with zero biases
+  (see `defaults.dense`).
+  """
   hidden: int
   out: int
   out_bias: bool = True
   dtype: jnp.dtype = jnp.float32
+  framework_defaults: str = "flax"
+  mlp_block: bool = False
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    h = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="hidden")(x))
-    return nn.Dense(self.out, use_bias=self.out_bias, dtype=self.dtype, name="out")(h)
+    style, block = self.framework_defaults, self.mlp_block
+    h = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="hidden",
+                         **defaults.dense(style, x.shape[-1], mlp_block=block))(x))
+    return nn.Dense(self.out, use_bias=self.out_bias, dtype=self.dtype, name="out",
+                    **defaults.dense(style, self.hidden, mlp_block=block))(h)
 
 
 class _ScalarMLP(nn.Module):
   """The learned MESH objective of App. I: a 2-layer ReLU MLP, 32 hidden units, scalar in/out."""
+  framework_defaults: str = "flax"
 
   @nn.compact
   def __call__(self, p: Array) -> Array:
-    h = nn.relu(nn.Dense(32)(p[..., None]))
-    h = nn.relu(nn.Dense(32)(h))
-    return nn.Dense(1)(h)[..., 0]
+    style = self.framework_defaults
+    h = nn.relu(nn.Dense(32, **defaults.dense(style, 1))(p[..., None]))
+    h = nn.relu(nn.Dense(32, **defaults.dense(style, 32))(h))
+    return nn.Dense(1, **defaults.dense(style, 32))(h)[..., 0]
 
 
 class SlotAttention(nn.Module):
@@ -143,7 +165,8 @@ class SlotAttention(nn.Module):
       "uniform" (a = s / N, b = s / K); s = marginal_scale or K. Unused by softmax.
     marginal_scale: total mass s of the marginals (default: the number of slots K).
     mesh_steps, mesh_lr, mesh_noise_scale, mesh_temperature, mesh_reuse_potentials:
-      see `mesh_ot.mesh`; learn_mesh_lr makes lr a parameter initialised at mesh_lr.
+      see `mesh_ot.mesh`; learn_mesh_lr makes lr a parameter, initialised at
+      mesh_lr under framework_defaults="flax" and at 1 (the MESH reference's) otherwise.
     mesh_lr_per_entry: read mesh_lr as the step per cost entry: the normalised MESH step
       is multiplied by sqrt(N K), so each of the N*K entries moves by about mesh_lr (root
       mean square) whatever the problem size. False (default, the reference) moves the
@@ -176,6 +199,9 @@ class SlotAttention(nn.Module):
       the scale sigma of the random-objects data only sets the scale of the targets).
     compute_dtype: "float32" or "bfloat16": the computation dtype of the layers outside
       the OT core (see the module docstring); the OT core always runs in float32.
+    framework_defaults: "flax" (default) | "torch" | "keras" | "ocl": whose initialisers
+      and LayerNorm epsilon the layers use, and where a learned MESH step starts
+      (`slot_ot_jax/modules/defaults.py`; docs/reference_defaults.md).
   """
   num_slots: int
   slot_size: int = 64
@@ -206,6 +232,7 @@ class SlotAttention(nn.Module):
   detach_slots: bool = False
   norm_inputs: bool = True
   compute_dtype: str = "float32"
+  framework_defaults: str = "flax"
 
   def _validate(self):
     _check("attention", self.attention, ATTENTIONS)
@@ -214,13 +241,14 @@ class SlotAttention(nn.Module):
     _check("marginals", self.marginals, MARGINALS)
     _check("mesh_objective", self.mesh_objective, MESH_OBJECTIVES)
     _check("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
+    _check("framework_defaults", self.framework_defaults, FRAMEWORK_DEFAULTS)
     if self.cost is not None:
       transport.get_cost_fn(self.cost)
 
   # ---------------------------------------------------------------- initial slots
   def _initial_slots(self, batch: int, k: int, dtype) -> Array:
     d = self.slot_size
-    init = nn.initializers.xavier_uniform()
+    init = defaults.slot_parameter(self.framework_defaults)
     if self.slot_init == "per_slot":
       if k != self.num_slots:
         raise ValueError(
@@ -255,7 +283,7 @@ class SlotAttention(nn.Module):
       return similarity_objective
     # Learned scalar objective (App. I). Its parameters are applied functionally because
     # the objective runs inside jax.grad / lax.scan.
-    mlp = _ScalarMLP(parent=None)
+    mlp = _ScalarMLP(framework_defaults=self.framework_defaults, parent=None)
     params = self.param("mesh_objective_mlp",
                         lambda key: mlp.init(key, jnp.zeros((1,)))["params"])
     return lambda plan, s, plan0: jnp.mean(mlp.apply({"params": params}, plan), (-2, -1))
@@ -289,28 +317,41 @@ class SlotAttention(nn.Module):
     if initial_slots is not None:
       slots = initial_slots
       k = slots.shape[-2]
+      _check_num_slots(k, "the slot axis of initial_slots")
     else:
-      k = num_slots or self.num_slots
+      k = self.num_slots if num_slots is None else num_slots
+      _check_num_slots(k, "the num_slots field" if num_slots is None
+                       else "the num_slots argument")
       slots = self._initial_slots(batch, k, jnp.promote_types(inputs.dtype, f32))
 
     # Submodules are built once and shared by all iterations (tied weights).
-    x = nn.LayerNorm(dtype=dtype, name="norm_inputs")(inputs) if self.norm_inputs else inputs
-    keys = nn.Dense(d, use_bias=False, dtype=dtype, name="project_k")(x)     # [B, N, D]
-    values = nn.Dense(d, use_bias=False, dtype=dtype, name="project_v")(x)   # [B, N, D]
+    style = self.framework_defaults
+    ln = defaults.layer_norm(style)
+    x = (nn.LayerNorm(dtype=dtype, name="norm_inputs", **ln)(inputs) if self.norm_inputs
+         else inputs)
+    d_in = inputs.shape[-1]
+    keys = nn.Dense(d, use_bias=False, dtype=dtype, name="project_k",
+                    **defaults.dense(style, d_in))(x)                          # [B, N, D]
+    values = nn.Dense(d, use_bias=False, dtype=dtype, name="project_v",
+                      **defaults.dense(style, d_in))(x)                        # [B, N, D]
     keys, values = keys.astype(f32), values.astype(f32)
-    norm_slots = nn.LayerNorm(dtype=dtype, name="norm_slots")
-    project_q = nn.Dense(d, use_bias=False, dtype=dtype, name="project_q")
-    gru = nn.GRUCell(features=d, dtype=dtype, name="gru")
-    norm_mlp = nn.LayerNorm(dtype=dtype, name="norm_mlp")
-    mlp = _MLP(self.mlp_size, d, dtype=dtype, name="mlp")
-    norm_updates = {"layer_norm": lambda: nn.LayerNorm(name="norm_updates"),
+    norm_slots = nn.LayerNorm(dtype=dtype, name="norm_slots", **ln)
+    project_q = nn.Dense(d, use_bias=False, dtype=dtype, name="project_q",
+                         **defaults.dense(style, d))
+    gru = nn.GRUCell(features=d, dtype=dtype, name="gru", **defaults.gru(style, d, d))
+    norm_mlp = nn.LayerNorm(dtype=dtype, name="norm_mlp", **ln)
+    mlp = _MLP(self.mlp_size, d, dtype=dtype, framework_defaults=style, mlp_block=True,
+               name="mlp")
+    norm_updates = {"layer_norm": lambda: nn.LayerNorm(name="norm_updates", **ln),
                     "batch_norm": lambda: ScalarBatchNorm(name="batch_norm")}.get(update_norm)
     norm_updates = norm_updates() if norm_updates else None
 
     scale = float(self.marginal_scale or k)
     if ot and self.marginals == "learned":
-      h_a = _MLP(self.mlp_size, 1, out_bias=False, dtype=dtype, name="marginal_inputs")
-      h_b = _MLP(self.mlp_size, 1, out_bias=False, dtype=dtype, name="marginal_slots")
+      h_a = _MLP(self.mlp_size, 1, out_bias=False, dtype=dtype, framework_defaults=style,
+                 name="marginal_inputs")
+      h_b = _MLP(self.mlp_size, 1, out_bias=False, dtype=dtype, framework_defaults=style,
+                 name="marginal_slots")
       a = scale * jax.nn.softmax(h_a(x)[..., 0].astype(f32), axis=-1)      # [B, N]
     else:
       h_b = None
@@ -318,16 +359,19 @@ class SlotAttention(nn.Module):
     mesh_args = None
     if self.attention == "mesh":
       noise = jax.random.normal(self.make_rng("mesh"), (batch, n, k), jnp.float32)
-      lr = (self.param("mesh_lr", lambda _: jnp.asarray(self.mesh_lr, jnp.float32))
+      # A learned step starts where the style's reference starts it (MESH: at 1).
+      lr0 = defaults.learned_mesh_lr(style, self.mesh_lr)
+      lr = (self.param("mesh_lr", lambda _: jnp.asarray(lr0, jnp.float32))
             if self.learn_mesh_lr else self.mesh_lr)
       if self.mesh_lr_per_entry:
         lr = lr * math.sqrt(n * k)
-      pair_sim = (_PairSimilarity(self.mlp_size, name="mesh_similarity")
+      pair_sim = (_PairSimilarity(self.mlp_size, framework_defaults=style,
+                                  name="mesh_similarity")
                   if self.mesh_objective == "similarity" else None)
       mesh_args = (noise, lr, self._build_mesh_objective(), pair_sim)
 
     bn_stats = None
-    for it in range(iters):
+    for _ in range(iters):
       if self.detach_slots:
         slots = jax.lax.stop_gradient(slots)
       slots_prev = slots
@@ -398,18 +442,24 @@ class SlotMLP(nn.Module):
   slot_size: int = 64
   variant: str = "set_prediction"  # or "object_discovery"
   resize: int = 16
+  framework_defaults: str = "flax"  # see `defaults`
 
   @nn.compact
   def __call__(self, features: Array, *, train: bool = False) -> Array:
     del train
     _check("SlotMLP variant", self.variant, ("set_prediction", "object_discovery"))
+    _check("framework_defaults", self.framework_defaults, FRAMEWORK_DEFAULTS)
+    dense = lambda width, fan_in: nn.Dense(width, **defaults.dense(self.framework_defaults,
+                                                                   fan_in))
     b, _, _, c = features.shape
     x = jax.image.resize(features, (b, self.resize, self.resize, c), "bilinear")
     x = x.reshape(b, -1)
     widths = (512, 512) if self.variant == "set_prediction" else (512, 1024, 1024)
     for w in widths:
-      x = nn.relu(nn.Dense(w)(x))
-    x = nn.Dense(self.num_slots * self.slot_size)(x).reshape(b, self.num_slots, self.slot_size)
+      x = nn.relu(dense(w, x.shape[-1])(x))
+    x = dense(self.num_slots * self.slot_size, x.shape[-1])(x)
+    x = x.reshape(b, self.num_slots, self.slot_size)
     if self.variant == "object_discovery":
-      x = nn.Dense(64)(nn.relu(nn.Dense(64)(x)))
+      # The outer layer is created first (its auto-name Dense_{n} comes before the inner's).
+      x = dense(64, 64)(nn.relu(dense(64, x.shape[-1])(x)))
     return x

@@ -19,12 +19,18 @@ All convolutions use SAME padding and biases (supplement, Sec. 5.1). The decoder
 Mixed precision: the `dtype` field of the encoder, the decoder and the position embedding is
 their computation dtype (e.g. bfloat16 on GPU/TPU); parameters stay float32, and
 `ObjectDiscoveryAutoencoder` composites the decoded slots and computes the loss in float32.
+
+Initialisation: the `framework_defaults` field of every module with parameters ("flax",
+"torch", "keras" or "ocl") selects whose initialisers and LayerNorm epsilon its layers use
+(`slot_ot_jax/modules/defaults.py`).
 """
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from slot_ot_jax.modules import defaults
 
 Array = jax.Array
 
@@ -49,12 +55,14 @@ class SoftPositionEmbedding(nn.Module):
   computes in `dtype`.
   """
   dtype: Any = jnp.float32
+  framework_defaults: str = "flax"
 
   @nn.compact
   def __call__(self, inputs: Array) -> Array:
     height, width, channels = inputs.shape[-3:]
     grid = build_grid(height, width).astype(inputs.dtype)
-    return inputs + nn.Dense(channels, dtype=self.dtype, name="dense")(grid)
+    return inputs + nn.Dense(channels, dtype=self.dtype, name="dense",
+                             **defaults.dense(self.framework_defaults, 4))(grid)
 
 
 class CNNEncoder(nn.Module):
@@ -71,6 +79,7 @@ class CNNEncoder(nn.Module):
     mlp_size: hidden width of the per-location MLP (ReLU).
     out_size: output width of the per-location MLP (linear).
     dtype: computation dtype (parameters stay float32).
+    framework_defaults: initialisers and LayerNorm epsilon (`defaults`).
   """
   channels: Sequence[int] = (64, 64, 64, 64)
   strides: Sequence[int] = (1, 1, 1, 1)
@@ -78,22 +87,28 @@ class CNNEncoder(nn.Module):
   mlp_size: int = 64
   out_size: int = 64
   dtype: Any = jnp.float32
+  framework_defaults: str = "flax"
 
   @nn.compact
   def __call__(self, image: Array) -> Array:
     if len(self.channels) != len(self.strides):
       raise ValueError(f"channels {self.channels} and strides {self.strides} differ in length")
+    style = self.framework_defaults
+    kernel = (self.kernel_size, self.kernel_size)
     x = image
     for i, (features, stride) in enumerate(zip(self.channels, self.strides)):
-      x = nn.Conv(features, (self.kernel_size, self.kernel_size), strides=(stride, stride),
-                  padding="SAME", dtype=self.dtype, name=f"conv_{i}")(x)
+      x = nn.Conv(features, kernel, strides=(stride, stride), padding="SAME", dtype=self.dtype,
+                  name=f"conv_{i}", **defaults.conv(style, x.shape[-1], kernel))(x)
       x = nn.relu(x)
-    x = SoftPositionEmbedding(dtype=self.dtype, name="position")(x)
+    x = SoftPositionEmbedding(dtype=self.dtype, framework_defaults=style, name="position")(x)
     batch, height, width, features = x.shape
     x = x.reshape(batch, height * width, features)  # [B, h, w, D] -> [B, N, D]
-    x = nn.LayerNorm(dtype=self.dtype, name="norm")(x)
-    x = nn.relu(nn.Dense(self.mlp_size, dtype=self.dtype, name="mlp_hidden")(x))
-    return nn.Dense(self.out_size, dtype=self.dtype, name="mlp_out")(x)
+    x = nn.LayerNorm(dtype=self.dtype, name="norm", **defaults.layer_norm(style))(x)
+    # The per-location MLP is a `build_mlp` MLP in OCL (zero biases under "ocl").
+    x = nn.relu(nn.Dense(self.mlp_size, dtype=self.dtype, name="mlp_hidden",
+                         **defaults.dense(style, features, mlp_block=True))(x))
+    return nn.Dense(self.out_size, dtype=self.dtype, name="mlp_out",
+                    **defaults.dense(style, self.mlp_size, mlp_block=True))(x)
 
 
 class SpatialBroadcastDecoder(nn.Module):
@@ -113,6 +128,8 @@ class SpatialBroadcastDecoder(nn.Module):
     out_kernel_size: kernel size of the output layer.
     out_channels: image channels + 1 (alpha logit).
     dtype: computation dtype (parameters stay float32).
+    framework_defaults: initialisers (`defaults`; PyTorch's ConvTranspose2d fan-in counts
+      the output channels).
   """
   broadcast_resolution: Tuple[int, int] = (8, 8)
   channels: Sequence[int] = (64, 64, 64, 64, 64)
@@ -121,6 +138,7 @@ class SpatialBroadcastDecoder(nn.Module):
   out_kernel_size: int = 3
   out_channels: int = 4
   dtype: Any = jnp.float32
+  framework_defaults: str = "flax"
 
   @property
   def output_resolution(self) -> Tuple[int, int]:
@@ -137,14 +155,19 @@ class SpatialBroadcastDecoder(nn.Module):
     height, width = self.broadcast_resolution
     x = slots.reshape(-1, 1, 1, dim)
     x = jnp.broadcast_to(x, (x.shape[0], height, width, dim))  # [M, D] -> [M, h, w, D]
-    x = SoftPositionEmbedding(dtype=self.dtype, name="position")(x.astype(self.dtype))
+    style = self.framework_defaults
+    x = SoftPositionEmbedding(dtype=self.dtype, framework_defaults=style,
+                              name="position")(x.astype(self.dtype))
+    kernel = (self.kernel_size, self.kernel_size)
     for i, (features, stride) in enumerate(zip(self.channels, self.strides)):
-      x = nn.ConvTranspose(features, (self.kernel_size, self.kernel_size),
-                           strides=(stride, stride), padding="SAME", dtype=self.dtype,
-                           name=f"deconv_{i}")(x)
+      x = nn.ConvTranspose(features, kernel, strides=(stride, stride), padding="SAME",
+                           dtype=self.dtype, name=f"deconv_{i}",
+                           **defaults.conv_transpose(style, features, kernel))(x)
       x = nn.relu(x)
-    x = nn.ConvTranspose(self.out_channels, (self.out_kernel_size, self.out_kernel_size),
-                         padding="SAME", dtype=self.dtype, name="deconv_out")(x)
+    out_kernel = (self.out_kernel_size, self.out_kernel_size)
+    x = nn.ConvTranspose(self.out_channels, out_kernel, padding="SAME", dtype=self.dtype,
+                         name="deconv_out",
+                         **defaults.conv_transpose(style, self.out_channels, out_kernel))(x)
     return x.reshape(lead + x.shape[1:])
 
 
@@ -235,15 +258,19 @@ class PropertyPredictionHead(nn.Module):
       2 materials, 3 shapes, 8 colours, 1 object flag; slot_ot_jax/evaluation/set_prediction.py).
     hidden_size: hidden width (64).
     sigmoid: apply the output sigmoid (turn off to get logits for a custom loss).
+    framework_defaults: initialisers (`defaults`).
   """
   output_size: int = 19
   hidden_size: int = 64
   sigmoid: bool = True
+  framework_defaults: str = "flax"
 
   @nn.compact
   def __call__(self, slots: Array) -> Array:
-    x = nn.relu(nn.Dense(self.hidden_size, name="hidden")(slots))
-    x = nn.Dense(self.output_size, name="out")(x)
+    style = self.framework_defaults
+    x = nn.relu(nn.Dense(self.hidden_size, name="hidden",
+                         **defaults.dense(style, slots.shape[-1]))(slots))
+    x = nn.Dense(self.output_size, name="out", **defaults.dense(style, self.hidden_size))(x)
     return jax.nn.sigmoid(x) if self.sigmoid else x
 
 

@@ -28,6 +28,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from slot_ot_jax.modules import defaults
+
 Array = jax.Array
 
 TRANSITIONS = ("none", "fixed", "learned")
@@ -42,10 +44,13 @@ class SlotTransition(nn.Module):
     kind: "none", "fixed" or "learned" (module docstring).
     noise_sigma: standard deviation of the fixed noise.
     prior_variance: variance of the KL prior of the learned noise (the reference's 0.1).
+    framework_defaults: initialisers and LayerNorm epsilon of the learned-noise MLP
+      (`defaults`; the MESH reference's is PyTorch's).
   """
   kind: str = "none"
   noise_sigma: float = 0.0
   prior_variance: float = 0.1
+  framework_defaults: str = "flax"
 
   @nn.compact
   def __call__(self, slots: Array) -> tuple[Array, Array]:
@@ -58,9 +63,10 @@ class SlotTransition(nn.Module):
     if self.kind == "fixed":
       return slots + self.noise_sigma * noise, zero
     d = slots.shape[-1]
-    h = nn.LayerNorm(name="norm")(slots)
-    h = nn.relu(nn.Dense(d, name="hidden")(h))
-    params = nn.Dense(2 * d, name="out")(h)
+    style = self.framework_defaults
+    h = nn.LayerNorm(name="norm", **defaults.layer_norm(style))(slots)
+    h = nn.relu(nn.Dense(d, name="hidden", **defaults.dense(style, d))(h))
+    params = nn.Dense(2 * d, name="out", **defaults.dense(style, d))(h)
     mean, log_var = params[..., :d], params[..., d:]
     sampled = mean + jnp.exp(0.5 * log_var) * noise
     # KL(N(m, exp(log_var)) || N(m, v0)) per element, averaged (reference's regulariser).

@@ -18,4 +18,5 @@ from slot_ot_jax.tasks.base import get_task
 from slot_ot_jax.tasks.base import register_task
 from slot_ot_jax.tasks.base import task_names
 
-__all__ = ["Array", "Batch", "Task", "Variables", "apply_model", "get_task", "register_task", "task_names"]
+__all__ = ["Array", "Batch", "Task", "Variables", "apply_model", "get_task", "register_task",
+           "task_names"]

@@ -25,16 +25,17 @@ Table 1, 24 slots) with `config.evaluation.num_slots` slots; `evaluation.slot_co
 import functools
 from typing import Iterator, Mapping, Sequence
 
+from clu import metrics as clu_metrics
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from clu import metrics as clu_metrics
 
-from slot_ot_jax.evaluation import metrics
-from slot_ot_jax.modules import models
 from slot_ot_jax import tasks
+from slot_ot_jax.evaluation import metrics
+from slot_ot_jax.modules import defaults
+from slot_ot_jax.modules import models
 
 Array = jax.Array
 
@@ -61,38 +62,51 @@ KRIMMEL_TABLE1 = {
 class MLPEncoder(nn.Module):
   """`features [B, g, g, D] -> [B, g*g, out_size]`: LayerNorm, MLP per patch (Table 4).
 
-  No position embedding: the ViT features carry position (App. F).
+  No position embedding: the ViT features carry position (App. F). `framework_defaults`
+  selects the initialisers and LayerNorm epsilon (slot_ot_jax/modules/defaults.py); DINOSAUR's
+  code (object-centric-learning-framework) builds this MLP with `build_mlp`, whose biases
+  start at zero: style "ocl".
   """
   hidden_size: int = 768
   out_size: int = 128
+  framework_defaults: str = "flax"
 
   @nn.compact
   def __call__(self, features: Array) -> Array:
+    style = self.framework_defaults
     x = features.reshape(features.shape[0], -1, features.shape[-1])
-    x = nn.LayerNorm(name="norm")(x)
-    x = nn.relu(nn.Dense(self.hidden_size, name="dense0")(x))
-    return nn.Dense(self.out_size, name="dense1")(x)
+    x = nn.LayerNorm(name="norm", **defaults.layer_norm(style))(x)
+    x = nn.relu(nn.Dense(self.hidden_size, name="dense0",
+                         **defaults.dense(style, x.shape[-1], mlp_block=True))(x))
+    return nn.Dense(self.out_size, name="dense1",
+                    **defaults.dense(style, self.hidden_size, mlp_block=True))(x)
 
 
 class MLPBroadcastDecoder(nn.Module):
   """`slots [M, Ds] -> [M, g, g, out_channels]` (Table 5).
 
   Each slot is broadcast to the g x g grid, a learned position embedding [g, g, Ds] is
-  added (eq. 41; initialised N(0, 0.02^2), our choice), then an MLP runs per position.
+  added (eq. 41; initialised N(0, 0.02^2) in every style, as DINOSAUR's PatchDecoder in the
+  object-centric-learning-framework: torch.randn * 0.02), then an MLP runs per position
+  (a `build_mlp` MLP there: zero biases under style "ocl").
   """
   grid: int = 28
   hidden_sizes: Sequence[int] = (1024, 1024, 1024)
   out_channels: int = 769
+  framework_defaults: str = "flax"
 
   @nn.compact
   def __call__(self, slots: Array) -> Array:
+    style = self.framework_defaults
     d = slots.shape[-1]
     pos = self.param("position_embedding", nn.initializers.normal(0.02),
                      (self.grid, self.grid, d))
     x = slots[:, None, None, :] + pos[None]                       # [M, g, g, Ds]
     for i, size in enumerate(self.hidden_sizes):
-      x = nn.relu(nn.Dense(size, name=f"dense{i}")(x))
-    return nn.Dense(self.out_channels, name="out")(x)
+      x = nn.relu(nn.Dense(size, name=f"dense{i}",
+                           **defaults.dense(style, x.shape[-1], mlp_block=True))(x))
+    return nn.Dense(self.out_channels, name="out",
+                    **defaults.dense(style, x.shape[-1], mlp_block=True))(x)
 
 
 def build_model(config: ml_collections.ConfigDict) -> models.ObjectDiscoveryAutoencoder:
@@ -100,10 +114,12 @@ def build_model(config: ml_collections.ConfigDict) -> models.ObjectDiscoveryAuto
   from slot_ot_jax.modules.attention import SlotAttention  # pylint: disable=g-import-not-at-top
   m = config.model
   sa = SlotAttention(**dict(m.slot_attention))
+  style = m.slot_attention.framework_defaults
   return models.ObjectDiscoveryAutoencoder(
-      encoder=MLPEncoder(hidden_size=m.encoder_hidden or m.feature_size, out_size=sa.slot_size),
+      encoder=MLPEncoder(hidden_size=m.encoder_hidden or m.feature_size, out_size=sa.slot_size,
+                         framework_defaults=style),
       decoder=MLPBroadcastDecoder(grid=m.grid, hidden_sizes=tuple(m.decoder_hidden),
-                                  out_channels=m.feature_size + 1),
+                                  out_channels=m.feature_size + 1, framework_defaults=style),
       slot_attention=sa)
 
 

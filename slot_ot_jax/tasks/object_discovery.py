@@ -15,8 +15,8 @@ training is allowed with the default shared-Gaussian slot init) and the slot att
   per_object_count  fg_ari_objects{n}, fg_miou_objects{n} for n = 1..max objects
   slot_counts       "7,9,11": fg_ari_slots{k}, fg_miou_slots{k} for each k (003 Fig. 1)
   sweep_slot_counts "7,9,11,13", `config.mode="eval"` only: the cardinality sweep of
-                    `slot_ot_jax/evaluation/cardinality.py` (FG-ARI, ARI, FG-mIoU, loss for every slot
-                    count x object count present), written by `write_eval_artifacts` to
+                    `slot_ot_jax/evaluation/cardinality.py` (FG-ARI, ARI, FG-mIoU, loss for every
+                    slot count x object count present), written by `write_eval_artifacts` to
                     <workdir>/cardinality/sweep.{json,md,png} and TensorBoard; its raw
                     per-cell metrics are dropped from eval_metrics.json
 Image summaries at every evaluation (first eval batch): one grid, a row per example with the
@@ -31,18 +31,17 @@ import functools
 import os
 from typing import Iterator, Mapping
 
-import flax
+from clu import metrics as clu_metrics
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from clu import metrics as clu_metrics
 
+from slot_ot_jax import tasks
 from slot_ot_jax.evaluation import cardinality
 from slot_ot_jax.evaluation import metrics
-from slot_ot_jax.modules import models
-from slot_ot_jax import tasks
 from slot_ot_jax.evaluation import visualize
+from slot_ot_jax.modules import models
 
 PAPER_NAMES = {"softmax": "SA", "sinkhorn": "SA-SH", "emd": "SA-EMD", "mesh": "SA-MESH"}
 # Published FG-ARI / FG-mIoU in %, keyed by (dataset name, attention): MESH paper Tables 3-4
@@ -76,7 +75,8 @@ def build_autoencoder(config: ml_collections.ConfigDict) -> models.ObjectDiscove
   resolution. model.compute_dtype ("float32" or "bfloat16") is the computation dtype of the
   encoder and the decoder (the slot attention's follows it through a field reference).
   """
-  from slot_ot_jax.modules.attention import COMPUTE_DTYPES, SlotAttention  # pylint: disable=g-import-not-at-top
+  from slot_ot_jax.modules.attention import COMPUTE_DTYPES  # pylint: disable=g-import-not-at-top
+  from slot_ot_jax.modules.attention import SlotAttention  # pylint: disable=g-import-not-at-top
   m = config.model
   res = int(config.data.resolution)
   if m.architecture == "clevr":
@@ -98,6 +98,10 @@ def build_autoencoder(config: ml_collections.ConfigDict) -> models.ObjectDiscove
     raise ValueError(f"Unknown model.compute_dtype {dtype!r}; valid values: "
                      f"{', '.join(COMPUTE_DTYPES)}.")
   encoder, decoder = encoder.clone(dtype=jnp.dtype(dtype)), decoder.clone(dtype=jnp.dtype(dtype))
+  # Initialisers and LayerNorm epsilon of the reference's framework (modules/defaults.py).
+  style = m.slot_attention.framework_defaults
+  encoder = encoder.clone(framework_defaults=style)
+  decoder = decoder.clone(framework_defaults=style)
   return models.ObjectDiscoveryAutoencoder(
       encoder=encoder, decoder=decoder,
       slot_attention=SlotAttention(**dict(m.slot_attention)))

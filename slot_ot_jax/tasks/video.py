@@ -16,9 +16,16 @@ slots as `initial_slots`, `SlotTransition` between frames). Loss: MSE of both fr
 plus `config.model.kl_weight` times the learned-noise KL term (1, as the reference).
 
 Evaluation (clu collection of `metrics.make_eval_metrics(video=True)`): loss, FG-ARI and
-FG-mIoU per frame averaged over the two frames, and temporal consistency (TC, MESH App. F.3:
-per example, the share of objects present in both frames whose Hungarian-matched slot is the
-same in both, averaged over the examples that have such objects). Image summaries: a grid of
+FG-mIoU per frame, and temporal consistency (TC, MESH App. F.3: per example, the share of
+same-object pairs across the two frames whose Hungarian-matched slots are the same, averaged
+over the examples that have such pairs). Two options of `config.evaluation` choose between
+the reference's definitions and ours (docs/evaluation.md):
+  tc_identity   "attributes": objects are the same when their (colour, material, shape) are
+                (MESH `time_consistency_accuracy`; CLEVRER configs, for Table 5); "ids": when
+                their segmentation ids are (default; the offline sprites have no attributes).
+  miou_average  "frames": FG-mIoU averaged over all frames with foreground (MESH; CLEVRER
+                configs); "videos": over the frames of each video, then videos (default).
+Image summaries: a grid of
 both frames of the first examples (input, reconstruction, segmentation, per-slot masks).
 `config.mode="eval"` evaluates the workdir's latest checkpoint on `evaluation.test_split`.
 """
@@ -32,14 +39,19 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from slot_ot_jax.evaluation import metrics
 from slot_ot_jax import tasks
-from slot_ot_jax.modules import video_model
+from slot_ot_jax.evaluation import metrics
 from slot_ot_jax.evaluation import visualize
+from slot_ot_jax.modules import video_model
 
 PAPER_NAMES = {("softmax", "none"): "SA", ("softmax", "fixed"): "SA fixed noise",
                ("softmax", "learned"): "SA learned noise", ("sinkhorn", "none"): "SA-SH",
                ("mesh", "none"): "SA-MESH"}
+
+
+TC_IDENTITIES = ("ids", "attributes")
+# ClassLabel features whose joint value identifies an object under tc_identity="attributes".
+IDENTITY_ATTRIBUTES = ("color", "material", "shape")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,10 +115,29 @@ def prepare(name: str, data_dir=None, manual_dir=None):
 def _load(name: str, data_dir, manual_dir, split: str) -> dict[str, np.ndarray]:
   config = ml_collections.ConfigDict(dict(name=name, data_dir=data_dir,
                                           manual_dir=manual_dir, prepare=True))
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   builder = get_builder(config)
   ds = builder.as_dataset(split=split, shuffle_files=False)
-  ds = ds.map(lambda ex: {"video": ex["video"], "segmentation": ex["segmentation"][..., 0]})
+  objects = builder.info.features["objects"] if "objects" in builder.info.features else {}
+  with_identity = all(k in objects.keys() for k in IDENTITY_ATTRIBUTES) if objects else False
+  num_labels = preset(name).max_labels
+
+  def select(ex):
+    out = {"video": ex["video"], "segmentation": ex["segmentation"][..., 0]}
+    if with_identity:
+      # One code per object id (objects[k - 1] is id k); -1 for the background and unused
+      # ids. Codes are equal exactly when all IDENTITY_ATTRIBUTES are.
+      code = tf.zeros_like(ex["objects"][IDENTITY_ATTRIBUTES[0]], tf.int64)
+      for key in IDENTITY_ATTRIBUTES:
+        code = code * objects[key].num_classes + tf.cast(ex["objects"][key], tf.int64)
+      code = code[:num_labels]
+      out["identity"] = tf.ensure_shape(
+          tf.pad(code, [[1, num_labels - tf.shape(code)[0]]], constant_values=-1),
+          (num_labels + 1,))
+    return out
+
+  ds = ds.map(select)
   n = builder.info.splits[split].num_examples
   if n == 0:
     raise ValueError(f"{name} split {split!r} is empty.")
@@ -114,7 +145,9 @@ def _load(name: str, data_dir, manual_dir, split: str) -> dict[str, np.ndarray]:
 
 
 def load_split(data_config, split: str) -> dict[str, np.ndarray]:
-  """video uint8 [N, 2, H, W, 3] and segmentation uint8 [N, 2, H, W] of a split (cached)."""
+  """video uint8 [N, 2, H, W, 3] and segmentation uint8 [N, 2, H, W] of a split (cached);
+  for datasets with (colour, material, shape) attributes also identity int64 [N, L + 1],
+  the attribute code of each segmentation id (-1: background, unused id)."""
   return _load(data_config.name, data_config.data_dir, data_config.manual_dir, split)
 
 
@@ -141,21 +174,37 @@ def train_batches(data_config, split: str, *, batch_size: int, seed: int, start_
 
 
 def eval_batches(data_config, split: str, *, batch_size: int, process_index: int = 0,
-                 process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
-  """One pass in order over this process's shard; the last batch padded with mask False."""
+                 process_count: int = 1, identity: bool = False
+                 ) -> Iterator[dict[str, np.ndarray]]:
+  """One pass in order over this process's shard; the last batch padded with mask False.
+
+  identity=True adds `identity` int32 [B, L + 1] (attribute code per object id, -1 for the
+  background and padding); the dataset must have the attributes.
+  """
   data = load_split(data_config, split)
-  video = data["video"][process_index::process_count]
-  seg = data["segmentation"][process_index::process_count]
+  if identity and "identity" not in data:
+    raise ValueError(f"{data_config.name} has no object attributes "
+                     f"({', '.join(IDENTITY_ATTRIBUTES)}): use tc_identity='ids'.")
+  arrays = {"video": data["video"], "segmentation": data["segmentation"]}
+  if identity:
+    arrays["identity"] = data["identity"]
+  arrays = {k: v[process_index::process_count] for k, v in arrays.items()}
   total = len(data["video"])
-  num_batches = -(-(-(-total // process_count)) // batch_size)
+  per_process = -(-total // process_count)  # ceil
+  num_batches = -(-per_process // batch_size)
   for i in range(num_batches):
-    v, s = video[i * batch_size:(i + 1) * batch_size], seg[i * batch_size:(i + 1) * batch_size]
-    pad = batch_size - len(v)
-    mask = np.arange(batch_size) < len(v)
+    batch = {k: v[i * batch_size:(i + 1) * batch_size] for k, v in arrays.items()}
+    n = len(batch["video"])
+    pad = batch_size - n
     if pad:
-      v = np.concatenate([v, np.zeros((pad,) + video.shape[1:], video.dtype)])
-      s = np.concatenate([s, np.zeros((pad,) + seg.shape[1:], seg.dtype)])
-    yield {"video": _to_inputs(v), "segmentation": s.astype(np.int32), "mask": mask}
+      batch = {k: np.concatenate([v, np.full((pad,) + v.shape[1:], -1 if k == "identity"
+                                             else 0, v.dtype)]) for k, v in batch.items()}
+    out = {"video": _to_inputs(batch["video"]),
+           "segmentation": batch["segmentation"].astype(np.int32),
+           "mask": np.arange(batch_size) < n}
+    if identity:
+      out["identity"] = batch["identity"].astype(np.int32)
+    yield out
 
 
 # ------------------------------------------------------------------------------------------
@@ -182,8 +231,9 @@ def build_model(config: ml_collections.ConfigDict) -> video_model.VideoAutoencod
   return video_model.VideoAutoencoder(
       encoder=encoder, decoder=decoder,
       slot_attention=image_model.slot_attention,
-      transition=video_model.SlotTransition(kind=t.kind, noise_sigma=t.noise_sigma,
-                                            prior_variance=t.prior_variance))
+      transition=video_model.SlotTransition(
+          kind=t.kind, noise_sigma=t.noise_sigma, prior_variance=t.prior_variance,
+          framework_defaults=m.slot_attention.framework_defaults))
 
 
 @tasks.register_task("video")
@@ -195,7 +245,13 @@ class VideoTask(tasks.Task):
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
     self.num_slots = int(config.model.slot_attention.num_slots)
-    self.eval_metrics = metrics.make_eval_metrics(video=True)
+    ev = config.get("evaluation", {})
+    self.tc_identity = ev.get("tc_identity", "ids")
+    if self.tc_identity not in TC_IDENTITIES:
+      raise ValueError(f"Unknown evaluation.tc_identity {self.tc_identity!r}; valid: "
+                       f"{', '.join(TC_IDENTITIES)}.")
+    self.eval_metrics = metrics.make_eval_metrics(
+        video=True, miou_average=ev.get("miou_average", "videos"))
 
   @property
   def eval_split(self) -> str:
@@ -212,9 +268,12 @@ class VideoTask(tasks.Task):
 
   def dummy_batch(self, batch_size: int) -> dict[str, np.ndarray]:
     res = int(self.config.data.resolution)
-    return {"video": np.zeros((batch_size, 2, res, res, 3), np.float32),
-            "segmentation": np.zeros((batch_size, 2, res, res), np.int32),
-            "mask": np.ones((batch_size,), bool)}
+    batch = {"video": np.zeros((batch_size, 2, res, res, 3), np.float32),
+             "segmentation": np.zeros((batch_size, 2, res, res), np.int32),
+             "mask": np.ones((batch_size,), bool)}
+    if self.tc_identity == "attributes":
+      batch["identity"] = np.full((batch_size, self.num_true), -1, np.int32)
+    return batch
 
   def train_batches(self, start_step, process_index=0, process_count=1):
     return train_batches(self.config.data, self.config.data.train_split,
@@ -225,7 +284,8 @@ class VideoTask(tasks.Task):
   def eval_batches(self, process_index=0, process_count=1):
     return eval_batches(self.config.data, self.eval_split,
                         batch_size=self.config.eval_batch_size // process_count,
-                        process_index=process_index, process_count=process_count)
+                        process_index=process_index, process_count=process_count,
+                        identity=self.tc_identity == "attributes")
 
   def build_model(self):
     return build_model(self.config)
@@ -245,7 +305,8 @@ class VideoTask(tasks.Task):
     pred_ids = metrics.masks_to_ids(outputs["masks"], axis=2)  # [B, 2, H, W]
     scores = metrics.segmentation_metric_outputs(
         batch["segmentation"], pred_ids, num_true=self.num_true, num_pred=self.num_slots,
-        video=True)
+        video=True, identity=batch.get("identity") if self.tc_identity == "attributes"
+        else None)
     err = jnp.square(outputs["reconstruction"] - batch["video"])
     return {"loss": jnp.mean(err, axis=(1, 2, 3, 4)), "mask": batch["mask"], **scores}
 
