@@ -15,10 +15,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# SA and SA-MESH side by side on random objects at sigma = 1 (MESH paper, Table 1): a few
+# minutes on 2 CPU cores. A full-length cell (20,000 steps) is its own command, e.g.
+#   $(PY) main.py --config=configs/random_objects.py:attention=mesh,sigma=0.01 --workdir=workdirs/random_objects_mesh_0.01
 demo: $(STAMP)
-	$(PY) main.py --config=configs/random_objects.py:attention=mesh,sigma=0.01 --workdir=workdirs/random_objects_mesh_0.01
+	$(PY) scripts/demo.py
 
 test: $(STAMP)
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q -n 2 tests
 
 benchmark: $(STAMP)

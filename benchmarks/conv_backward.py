@@ -26,7 +26,7 @@ import os
 import statistics
 import time
 
-import host  # benchmarks/host.py, beside this script
+from slot_ot_jax.training import host  # noqa: E402
 
 
 def main():

@@ -10,8 +10,8 @@ jits its train step on one device, warms each up with 3 steps, then runs the att
 turn, one step each per round, for `--repeats` rounds on the same pre-fetched batches, and
 prints the median step time and its ratio to the first attention. `--threads 1` (default):
 single-threaded XLA, as the training grid runs. `--baseline REV` adds one more model,
-SA-MESH with `slot_ot_jax/transport/sinkhorn_ot.py` (and `mesh_ot.py`, where it exists) taken from that
-git revision, in the same rounds.
+SA-MESH with `slot_ot_jax/transport/sinkhorn_ot.py` (and `mesh_ot.py`, where it exists) taken from
+that git revision, in the same rounds.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import host  # noqa: E402  (benchmarks/host.py)
+from slot_ot_jax.training import host  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,9 +41,10 @@ def main():
                                "=false intra_op_parallelism_threads=1").strip()
   sys.path.insert(0, ROOT)
   import jax  # pylint: disable=g-import-not-at-top
+
   from configs import random_objects as ro_config  # pylint: disable=g-import-not-at-top
-  from slot_ot_jax.modules import attention as attention_lib  # pylint: disable=g-import-not-at-top
   from slot_ot_jax import tasks  # pylint: disable=g-import-not-at-top
+  from slot_ot_jax.modules import attention as attention_lib  # pylint: disable=g-import-not-at-top
   from slot_ot_jax.training import train  # pylint: disable=g-import-not-at-top
 
   attentions = args.attentions.split(",")

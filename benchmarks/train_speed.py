@@ -22,8 +22,8 @@ Attentions: softmax (SA; official "original_slot_attention", dot product), sinkh
 
 One training step is what each side does per batch: forward, MSE reconstruction loss,
 backward, global-norm gradient clipping at 0.1 and an Adam update. Ours is the trainer's
-jitted `train_step` (`slot_ot_jax/training/train.py`); the official step is the body of its Lightning
-`training_step` without the training-time ARI metric and logging, i.e. net(x), F.mse_loss,
+jitted `train_step` (`slot_ot_jax/training/train.py`); the official step is the body of its
+Lightning `training_step` without the training-time ARI metric and logging, i.e. net(x), F.mse_loss,
 backward, clip_grad_norm_(0.1), Adam.step. Timing: `--warmup` untimed steps each, then
 `--repeats` rounds in which both sides run one step, the order alternating between rounds
 (interleaved, so load changes on a shared machine hit both); medians and the ratio
@@ -40,7 +40,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import host  # noqa: E402  (benchmarks/host.py)
+from slot_ot_jax.training import host  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OFFICIAL_URL = "https://github.com/davzha/MESH"
@@ -88,7 +88,8 @@ def _limit_threads(threads: int) -> None:
 def model_setup(model: str, attention: str, batch: int = 0) -> dict:
   """Our locked config and the matching official hyper-parameters (batch > 0 overrides)."""
   sys.path.insert(0, REPO)
-  from configs import multi_dsprites, shapes  # pylint: disable=g-import-not-at-top
+  from configs import multi_dsprites  # pylint: disable=g-import-not-at-top
+  from configs import shapes  # pylint: disable=g-import-not-at-top
   if model == "multi_dsprites":
     config = multi_dsprites.get_config(f"attention={attention}")
   else:  # scripts/object_discovery_demo.py defaults: width 16, slot 32 (MLP 64), batch 16.
@@ -112,6 +113,7 @@ class Ours:
   def __init__(self, setup: dict, seed: int = 0):
     import jax  # pylint: disable=g-import-not-at-top
     import numpy as np  # pylint: disable=g-import-not-at-top
+
     from slot_ot_jax import tasks  # pylint: disable=g-import-not-at-top
     from slot_ot_jax.training import train  # pylint: disable=g-import-not-at-top
     config = setup["config"]
@@ -188,8 +190,8 @@ def official_status(a) -> tuple[object | None, str]:
     return None, (f"official column skipped: no --official path (a local clone of "
                   f"{OFFICIAL_URL})")
   try:
+    import einops  # noqa: F401  (the official code needs it)
     import torch  # pylint: disable=g-import-not-at-top
-    import einops  # pylint: disable=g-import-not-at-top,unused-import
   except ImportError as e:
     return None, (f"official column skipped: {e.name} is not installed (pip install -e "
                   f".[bench] installs PyTorch and einops)")

@@ -22,10 +22,13 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from transport_speed import bench_round, make_problem  # pylint: disable=g-import-not-at-top,wrong-import-position
+from transport_speed import bench_round  # pylint: disable=g-import-not-at-top,wrong-import-position
+from transport_speed import (  # pylint: disable=g-import-not-at-top,wrong-import-position
+  make_problem,
+)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import host  # noqa: E402  (benchmarks/host.py)
+from slot_ot_jax.training import host  # noqa: E402
 
 DEFAULT_SHAPES = "64x4096x11,64x105x5"
 
@@ -91,6 +94,7 @@ def main():
                                "=false intra_op_parallelism_threads=1").strip()
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
   from slot_ot_jax import transport  # pylint: disable=g-import-not-at-top
 
   versions = {"now": transport}
@@ -114,7 +118,7 @@ def main():
         mem = compiled.memory_analysis()
         mib[(tag, name)] = (mem.argument_size_in_bytes + mem.output_size_in_bytes
                             + mem.temp_size_in_bytes) / 2**20
-        fns[(tag, name)] = lambda c=compiled: jax.block_until_ready(c(*arrays))
+        fns[(tag, name)] = lambda c=compiled, a=arrays: jax.block_until_ready(c(*a))
     ms = bench_round(fns, args.repeats)
     for name in parts(transport, jax, jnp):
       row = " | ".join(f"{ms[(v, name)]:.1f} | {mib[(v, name)]:.1f}" for v in cols)

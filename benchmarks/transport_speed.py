@@ -31,7 +31,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import host  # noqa: E402  (benchmarks/host.py)
+from slot_ot_jax.training import host  # noqa: E402
 
 DEFAULT_SHAPES = "64x4096x11,64x4096x6,64x1024x7,64x105x5"
 METHODS = ("softmax", "sinkhorn", "mesh", "ott")
@@ -59,8 +59,8 @@ def _load_official(path):
   if not path:
     return None, "no --official path given"
   try:
+    import einops  # noqa: F401  (the official code needs it)
     import torch  # pylint: disable=g-import-not-at-top
-    import einops  # pylint: disable=g-import-not-at-top,unused-import
   except ImportError as e:
     return None, (f"PyTorch/einops missing ({e}); install with "
                   "pip install 'slot_ot_jax[bench]'")
@@ -106,6 +106,7 @@ def main(argv=None):
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+
   from slot_ot_jax import transport  # pylint: disable=g-import-not-at-top
 
   official, why = _load_official(args.official)
@@ -145,7 +146,8 @@ def main(argv=None):
       mem = compiled.memory_analysis()
       peaks[name] = (None if mem is None else (mem.argument_size_in_bytes
                      + mem.output_size_in_bytes + mem.temp_size_in_bytes) / 2**20)
-      fns[("ours", name)] = lambda compiled=compiled: jax.block_until_ready(compiled(*arrays))
+      fns[("ours", name)] = lambda compiled=compiled, arrays=arrays: jax.block_until_ready(
+          compiled(*arrays))
       if official is not None and name != "ott":
         torch_fn = _official_fn(official, name)
         tensors = [official[1].from_numpy(np.array(x)) for x in arrays]

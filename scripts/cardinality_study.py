@@ -8,9 +8,11 @@ batch norm) and seed, trains `configs/cardinality_shapes.py` (shapes/16x16: 1-3 
 slots, 3 iterations), then evaluates the checkpoint as `main.py --config.mode=eval` does (5
 iterations, shapes/16x16_6 test split: 1,280 scenes of 1-6 sprites), which runs the sweep of
 `slot_ot_jax/evaluation/cardinality.py` over slot counts 3..10 x object counts. One process per run
-(training and sweep share its start-up), --jobs at a time (one CPU thread each when > 1). A
-run whose workdir already holds final_metrics.json (training) or cardinality/sweep.json
-(sweep) does not repeat that part.
+(training and sweep share its start-up; JAX's persistent compilation cache in
+<workdir>/jax_cache is shared by the runs), launched by the sweep runner
+`slot_ot_jax.training.sweep`, --jobs at a time (one CPU thread each when > 1; log in
+<run>/log.txt). A run whose workdir already holds final_metrics.json (training) or
+cardinality/sweep.json (sweep) does not repeat that part.
 
 Writes <out>/cardinality_shapes.md (setting, per-run totals, per-normalisation tables of
 FG-ARI / ARI / FG-mIoU / loss by slot count and by object count, wall times, the command),
@@ -21,7 +23,6 @@ FG-ARI / ARI / FG-mIoU / loss by slot count and by object count, wall times, the
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -29,13 +30,15 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from slot_ot_jax.training import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 NORMS = ("weighted_mean", "layer_norm", "weighted_sum", "batch_norm")
 
 
 def run_args(norm, seed, a, workdir=None):
   """main.py arguments of one training run (add --config.mode=eval for its sweep)."""
-  return [f"--config=configs/cardinality_shapes.py:update_norm={norm},seed={seed},"
-          f"steps={a.steps}",
+  return [f"--config={sweep.repo_path('configs/cardinality_shapes.py')}:update_norm={norm},"
+          f"seed={seed},steps={a.steps}",
           f"--workdir={os.path.join(workdir or a.workdir, f'{norm}_{seed}')}"] + (
               [f"--config.data.data_dir={a.data_dir}"] if a.data_dir else [])
 
@@ -45,8 +48,9 @@ def _worker(runs, a):
   then its `--config.mode=eval` sweep (the same two calls). The seeds share the start-up
   and, through JAX's persistent compilation cache, the compilations. Wall times of each part
   go to <run>/process_wall_s.json."""
-  import jax  # pylint: disable=g-import-not-at-top
   from absl import logging  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+
   from configs import cardinality_shapes  # pylint: disable=g-import-not-at-top
   from slot_ot_jax.training import train  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)
@@ -78,37 +82,25 @@ def _worker(runs, a):
     json.dump({**old, **walls}, open(path, "w"), indent=2)
 
 
-def _run_all(norms, seeds, a, env):
-  """Trains and sweeps every run: one `--worker` process per normalisation, --jobs at a
-  time."""
-  def done(norm):
-    return all(os.path.exists(os.path.join(a.workdir, f"{norm}_{seed}", f)) for seed in seeds
-               for f in ["final_metrics.json"] + (
-                   [os.path.join("cardinality", "sweep.json")] if a.stage == "all" else []))
+def study_runs(norms, seeds, a) -> list:
+  """One sweep run per (normalisation, seed): this script's `--worker=norm:seed` process
+  (training, then the sweep unless --stage=train), finished when its sweep.json exists
+  (final_metrics.json with --stage=train)."""
+  done = "final_metrics.json" if a.stage == "train" else os.path.join("cardinality",
+                                                                        "sweep.json")
+  return [sweep.Run(
+      name=f"{norm}_{seed}", workdir=os.path.join(a.workdir, f"{norm}_{seed}"),
+      point={"update_norm": norm}, seed=seed, done_file=done,
+      cmd=[sys.executable, os.path.abspath(__file__), f"--worker={norm}:{seed}",
+           f"--steps={a.steps}", f"--workdir={a.workdir}", f"--stage={a.stage}"]
+      + ([f"--data_dir={a.data_dir}"] if a.data_dir else []))
+          for norm in norms for seed in seeds]
 
-  queue = [norm for norm in norms if not done(norm)]
-  active, failed = {}, []
-  os.makedirs(a.workdir, exist_ok=True)
-  while queue or active:
-    while queue and len(active) < a.jobs:
-      norm = queue.pop(0)
-      cmd = [sys.executable, os.path.abspath(__file__), f"--worker={norm}",
-             f"--seeds={a.seeds}", f"--steps={a.steps}", f"--workdir={a.workdir}",
-             f"--stage={a.stage}"] + ([f"--data_dir={a.data_dir}"] if a.data_dir else [])
-      print(" ".join(cmd), flush=True)
-      log_path = os.path.join(a.workdir, f"{norm}.log")
-      active[norm] = (subprocess.Popen(cmd, cwd=REPO, env=env, stdout=open(log_path, "w"),
-                                       stderr=subprocess.STDOUT), time.time(), log_path)
-    time.sleep(2)
-    for norm, (proc, start, log_path) in list(active.items()):
-      if proc.poll() is None:
-        continue
-      del active[norm]
-      if proc.returncode:  # Let the other normalisations go on; report at the end.
-        failed.append(f"{norm}: exit code {proc.returncode}, see {log_path}")
-      print(f"{norm} done in {time.time() - start:.0f} s", flush=True)
-  if failed:
-    raise RuntimeError("Failed runs:\n" + "\n".join(failed))
+
+def _run_all(norms, seeds, a):
+  """Trains and sweeps every run through the sweep runner, --jobs processes at a time (one
+  CPU thread each when > 1); the failed ones are reported and the others go on."""
+  return sweep.run_all(study_runs(norms, seeds, a), jobs=a.jobs)
 
 
 LABELS = {"weighted_mean": "weighted mean (baseline)", "layer_norm": "layer norm",
@@ -183,8 +175,9 @@ def write_report(runs, norms, seeds, a):
       + "; ".join(f"{LABELS[n]} {', '.join(map(str, seeds_of[n]))}" for n in norms)
       + "; no finished run is left out (003 drops runs that split scenes "
       "spatially; we keep them all). Values are mean ± sample standard deviation (ddof 1) "
-      "over the seeds, in %; a single seed is shown alone." + (" Not run (no sweep in the workdir): " + ", ".join(
-          f"{LABELS[n]} seed {s}" for n, s in missing) + "." if missing else ""), "",
+      "over the seeds, in %; a single seed is shown alone."
+      + (" Not run (no sweep in the workdir): "
+         + ", ".join(f"{LABELS[n]} seed {s}" for n, s in missing) + "." if missing else ""), "",
       f"## FG-ARI against the slot count (trained with {TRAIN_SLOTS})", "",
       f"Scenes with <= {TRAIN_MAX_OBJECTS} objects (the training range, as 003's CLEVR6):", "",
       "| normalisation | " + " | ".join(f"K={k}" for k in ks) + " |",
@@ -231,7 +224,7 @@ def write_report(runs, norms, seeds, a):
         f"{100 * pooled(t, 'fg_ari', TRAIN_SLOTS, TRAIN_MAX_OBJECTS):.1f} | "
         f"{100 * pooled(t, 'fg_ari', TRAIN_SLOTS):.1f} | {100 * pooled(t, 'fg_ari', kmax):.1f} | "
         f"{w.get('train', float('nan')):.0f} | {w.get('eval', float('nan')):.0f} |")
-  lines += ["", f"Scenes per object count: " + ", ".join(
+  lines += ["", "Scenes per object count: " + ", ".join(
       f"{n}: {cardinality.cell(first, ks[0], n)['num_scenes']}" for n in ns)
             + ".", "",
             "Figures: `cardinality_shapes.png` (FG-ARI and ARI; columns as 003 Fig. 1: against "
@@ -275,17 +268,11 @@ def main():
     _worker([(r.split(":")[0], int(r.split(":")[1])) for r in a.worker.split(",")]
             if ":" in a.worker else [(a.worker, seed) for seed in seeds], a)
     return
-  env = dict(os.environ)
-  if a.jobs > 1:  # One core per process.
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
-                        "intra_op_parallelism_threads=1").strip()
-    env.update(OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
-  env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
   runs = [(norm, seed) for norm in norms for seed in seeds]
-  if a.stage != "report":
-    _run_all(norms, seeds, a, env)
+  outcomes = _run_all(norms, seeds, a) if a.stage != "report" else []
   if a.stage != "train":
-    write_report(runs, norms, seeds, a)
+    write_report(runs, norms, seeds, a)  # Of the runs whose sweep is done.
+  sweep.require_success(outcomes)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@ r"""CPU demonstration: SA vs SA-SH vs SA-MESH on shapes/32x32 at one fixed small
   python scripts/object_discovery_demo.py [--steps=600 --batch_size=16 --seeds=0,1 \
       --data_dir=DATA_DIR --workdir=workdirs/od_demo --out=benchmarks/results]
 
-Runs `main.py --config=configs/shapes.py:attention=A,seed=S,...` (each under `nice -n 10`;
-one at a time, or --jobs at a time with one CPU thread each), with the final evaluation on the
+Runs `main.py --config=configs/shapes.py:attention=A,seed=S,...` through the sweep runner
+`slot_ot_jax.training.sweep` (each under `nice -n 10`; one at a time, or --jobs at a time with
+one CPU thread each; log in <run>/log.txt), with the final evaluation on the
 test split (320 images), then writes <out>/object_discovery_shapes<tag>.md (budget, per-run
 FG-ARI / FG-mIoU, means, wall times, the command) and one mask grid per variant,
 <out>/object_discovery_shapes<tag>_<attention>.png (seed 0; rows: input, reconstruction,
@@ -12,21 +13,22 @@ segmentation, 4 alpha masks, 4 last-iteration attention maps). A run whose workd
 holds final_metrics.json is not repeated.
 """
 import argparse
-import json
 import os
 import shutil
-import subprocess
 import sys
-import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from slot_ot_jax.training import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 NAMES = {"softmax": "SA", "sinkhorn": "SA-SH", "mesh": "SA-MESH"}
 
 
 def run_args(attention, seed, a, with_data_dir=True, workdir=None):
   """The main.py arguments of one run."""
   return [
-      f"--config=configs/shapes.py:attention={attention},seed={seed},steps={a.steps},"
+      f"--config={sweep.repo_path('configs/shapes.py')}:attention={attention},seed={seed},"
+      f"steps={a.steps},"
       f"width={a.width},batch_size={a.batch_size}",
       f"--workdir={os.path.join(workdir or a.workdir, f'{attention}_{seed}')}",
       f"--config.model.slot_attention.slot_size={a.slot_size}",
@@ -55,36 +57,18 @@ def main():
   a = p.parse_args()
   seeds = [int(s) for s in a.seeds.split(",")]
   attentions = a.attentions.split(",")
-  env = dict(os.environ)
-  if a.jobs > 1:  # One core per process.
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
-                        "intra_op_parallelism_threads=1").strip()
-    env.update(OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
   runs = [(attention, seed) for attention in attentions for seed in seeds]
-  final_of = lambda r: os.path.join(a.workdir, f"{r[0]}_{r[1]}", "final_metrics.json")
-  pending = [r for r in runs if not os.path.exists(final_of(r))]
-  active = {}
-  while pending or active:
-    while pending and len(active) < a.jobs:
-      run = pending.pop(0)
-      cmd = ["nice", "-n", "10", sys.executable, "main.py", *run_args(*run, a)]
-      print(" ".join(cmd), flush=True)
-      active[run] = (subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL), time.time())
-    time.sleep(1)
-    for run, (proc, start) in list(active.items()):
-      if proc.poll() is None:
-        continue
-      del active[run]
-      if proc.returncode:
-        raise RuntimeError(f"{run} failed with exit code {proc.returncode}")
-      result = json.load(open(final_of(run)))
-      result["process_wall_s"] = round(time.time() - start, 1)
-      json.dump(result, open(final_of(run), "w"), indent=2)
+  workdir_of = lambda r: os.path.join(a.workdir, f"{r[0]}_{r[1]}")
+  outcomes = sweep.run_all(
+      [sweep.Run(name=f"{v}_{s}", workdir=workdir_of((v, s)), point={"attention": v}, seed=s,
+                 cmd=[sys.executable, sweep.repo_path("main.py"), *run_args(v, s, a)])
+       for v, s in runs], jobs=a.jobs, nice=10)
+  sweep.require_success(outcomes)
   rows = {}
   for run in runs:
-    rows[run] = r = json.load(open(final_of(run)))
-    print(f"{run[0]} seed {run[1]}: {r['report']} ({r.get('process_wall_s')} s)", flush=True)
+    rows[run] = r = sweep.read_json(os.path.join(workdir_of(run), "final_metrics.json"))
+    r["process_wall_s"] = sweep.wall_time(workdir_of(run))
+    print(f"{run[0]} seed {run[1]}: {r['report']} ({r['process_wall_s']} s)", flush=True)
 
   os.makedirs(a.out, exist_ok=True)
   lines = [
@@ -107,7 +91,7 @@ def main():
       e = r["eval"]
       lines.append(f"| {NAMES[attention]} | {seed} | {100 * e['fg_ari']:.1f} | "
                    f"{100 * e['fg_miou']:.1f} | {e['loss']:.4f} | {r['train_time_s']:.0f} | "
-                   f"{r.get('process_wall_s', r['wall_time_s']):.0f} |")
+                   f"{r['process_wall_s']:.0f} |")
   means = {m: [sum(100 * rows[v, s]["eval"][m] for s in seeds) / len(seeds) for v in attentions]
            for m in ("fg_ari", "fg_miou")}
   lines += ["", "| variant | mean FG-ARI (%) | mean FG-mIoU (%) |", "| --- | --- | --- |"]

@@ -4,7 +4,8 @@ r"""CPU demonstration: property prediction on shapes/properties32, SA vs SA-SH v
       --jobs=2 --data_dir=DATA_DIR --workdir=workdirs/pp_demo --out=benchmarks/results]
 
 Each run is `main.py --config=configs/shapes_properties.py:attention=A,seed=S,...` in its own
-process under `nice -n 10` (--nice; --jobs at a time, one CPU thread each when more than one), with
+process under `nice -n 10` (--nice), launched by the sweep runner `slot_ot_jax.training.sweep`
+(--jobs at a time, one CPU thread each when more than one; log in <run>/log.txt), with
 the final evaluation on the test split (320 images). Then writes
 <out>/property_prediction_shapes<tag>.md: the budget, per-run AP at every threshold with the
 train and wall times, and mean +- std over seeds per variant. A run whose workdir already
@@ -23,23 +24,28 @@ It needs its own --workdir and --tag, so that the default runs and table stay as
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from slot_ot_jax.training import launch  # pylint: disable=g-import-not-at-top,wrong-import-position
+from slot_ot_jax.training import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 NAMES = {"softmax": "SA", "sinkhorn": "SA-SH", "emd": "SA-EMD", "mesh": "SA-MESH"}
-KEYS = ("ap_inf", "ap_1", "ap_0.5", "ap_0.25", "ap_0.125", "ap_0.0625")
+THRESHOLDS = ("inf", "1", "0.5", "0.25", "0.125", "0.0625")
+# AP under the official evaluator's claim rule (the default metric) and under the lenient one
+# (slot_ot_jax/evaluation/set_prediction.py; docs/evaluation.md).
+RULE_KEYS = {"official": tuple(f"ap_{t}" for t in THRESHOLDS),
+             "lenient": tuple(f"ap_lenient_{t}" for t in THRESHOLDS)}
+KEYS = RULE_KEYS["official"]
 
 
 def config_args(attention: str, seed: int, a, workdir: str) -> list[str]:
   """main.py arguments of one run."""
-  args = [f"--config=configs/shapes_properties.py:attention={attention},seed={seed},"
-          f"steps={a.steps},batch_size={a.batch_size},width={a.width}",
+  args = [f"--config={sweep.repo_path('configs/shapes_properties.py')}:attention={attention},"
+          f"seed={seed},steps={a.steps},batch_size={a.batch_size},width={a.width}",
           f"--workdir={workdir}", f"--config.eval_every_steps={a.steps}",
           f"--config.checkpoint_every_steps={a.steps}", "--config.data.eval_split=test"]
   args += [f"--config.data.data_dir={a.data_dir}"] if a.data_dir else []
@@ -47,38 +53,16 @@ def config_args(attention: str, seed: int, a, workdir: str) -> list[str]:
 
 
 def run_all(runs, a) -> None:
-  """Runs the missing ones, --jobs processes at a time; records each process's wall time."""
-  env = launch.one_thread_env() if a.jobs > 1 else dict(os.environ)
-  if a.compilation_cache:  # The seeds of a variant compile the same programs: compile once.
-    env.update(JAX_COMPILATION_CACHE_DIR=os.path.abspath(a.compilation_cache),
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-  todo = [r for r in runs if not os.path.exists(os.path.join(r[2], "final_metrics.json"))]
-  cost = {"emd": 0, "mesh": 1, "sinkhorn": 2, "softmax": 3}  # Slowest first: less idle tail.
-  todo.sort(key=lambda r: cost.get(r[0], 0))
-  running = []
-  while todo or running:
-    while todo and len(running) < a.jobs:
-      attention, seed, workdir = todo.pop(0)
-      os.makedirs(workdir, exist_ok=True)
-      cmd = ["nice", "-n", str(a.nice), sys.executable, "main.py",
-             *config_args(attention, seed, a, workdir)]
-      print(" ".join(cmd), flush=True)
-      log = open(os.path.join(workdir, "log.txt"), "w")
-      running.append((subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log,
-                                       stderr=subprocess.STDOUT), time.time(), workdir, log))
-    time.sleep(2)
-    for item in list(running):
-      proc, start, workdir, log = item
-      if proc.poll() is None:
-        continue
-      running.remove(item)
-      log.close()
-      if proc.returncode:
-        raise RuntimeError(f"{workdir} failed (exit {proc.returncode}); see its log.txt")
-      path = os.path.join(workdir, "final_metrics.json")
-      result = json.load(open(path))
-      result["process_wall_s"] = round(time.time() - start, 1)
-      json.dump(result, open(path, "w"), indent=2)
+  """Runs the missing ones through the sweep runner (--jobs processes at a time, slowest
+  attention first so that the last slots are not left idle); exits if any failed."""
+  cost = {"emd": 0, "mesh": 1, "sinkhorn": 2, "softmax": 3}
+  todo = sorted(runs, key=lambda r: cost.get(r[0], 0))
+  outcomes = sweep.run_all(
+      [sweep.Run(name=f"{v}_{s}",
+                 cmd=[sys.executable, sweep.repo_path("main.py"), *config_args(v, s, a, w)],
+                 workdir=w, point={"attention": v}, seed=s) for v, s, w in todo],
+      jobs=a.jobs, nice=a.nice, compilation_cache=a.compilation_cache or None)
+  sweep.require_success(outcomes)
 
 
 def main():
@@ -96,9 +80,7 @@ def main():
   p.add_argument("--nice", type=int, default=10, help="niceness of the runs")
   p.add_argument("--compilation_cache", default="",
                  help="JAX persistent compilation cache dir shared by the runs ('' = none)")
-  p.add_argument("--override", action="append", default=[],
-                 help="KEY=VALUE: --config.KEY=VALUE for every run (repeatable); needs its own "
-                      "--workdir and --tag")
+  launch.add_override_argument(p)
   a = p.parse_args()
   launch.check_overrides(p, a.override, bool(a.tag) and a.workdir != p.get_default("workdir"),
                          "--workdir and --tag")
@@ -108,7 +90,7 @@ def main():
   run_all(runs, a)
   results = {(v, s): json.load(open(os.path.join(w, "final_metrics.json"))) for v, s, w in runs}
 
-  header = "| " + " | ".join(k.replace("ap_", "AP ") for k in KEYS)
+  header = "| " + " | ".join(f"AP {t}" for t in THRESHOLDS)
   lines = [
       "# Property prediction on shapes/properties32 (CPU, one small fixed budget)", "",
       f"Budget per run: {a.steps} steps at batch {a.batch_size} "
@@ -119,30 +101,41 @@ def main():
       "positions in units where the image side is 6 (threshold 1 = 1/6 of the side). "
       f"{a.jobs} run(s) at a time on a 2-core machine"
       + (", one CPU thread each" if a.jobs > 1 else "") + f", under `nice -n {a.nice}`; wall time "
-      "includes start-up, compilation and evaluation.", ""]
+      "includes start-up, compilation and evaluation.", "",
+      "AP under the official evaluator's claim rule (the default; a prediction whose nearest "
+      "same-attribute object is already claimed is a false positive) and under the lenient rule "
+      "(nearest unclaimed object), from the same runs.", "",
+      *[f"Host: {h}." for h in sweep.run_hosts(
+          [sweep.Run(name=f"{v}_{s}", cmd=[], workdir=w) for v, s, w in runs])], ""]
   if a.override:
     lines += ["Config changes in every run: " + ", ".join(f"`{o}`" for o in a.override) + ".",
               ""]
-  lines += [
-      f"| variant | seed {header} | test loss | train time (s) | wall time (s) |",
-      "| --- | --- |" + " --- |" * (len(KEYS) + 3)]
-  for v, s, _ in runs:
-    r = results[v, s]
-    aps = " | ".join(f"{100 * r['eval'][k]:.1f}" for k in KEYS)
-    lines.append(f"| {NAMES[v]} | {s} | {aps} | {r['eval']['loss']:.4f} | "
-                 f"{r['train_time_s']:.0f} | "
-                 f"{r.get('process_wall_s', r['wall_time_s']):.0f} |")
-  lines += ["", f"Mean +- std over seeds {a.seeds} (std with ddof=1):", "",
-            f"| variant {header} | wall time per run (s) |",
-            "| --- |" + " --- |" * (len(KEYS) + 1)]
-  for v in attentions:
-    cells = []
-    for k in KEYS:
-      values = np.array([100 * results[v, s]["eval"][k] for s in seeds])
-      std = values.std(ddof=1) if len(values) > 1 else 0.0
-      cells.append(f"{values.mean():.1f} ± {std:.1f}")
-    walls = [results[v, s].get("process_wall_s", results[v, s]["wall_time_s"]) for s in seeds]
-    lines.append(f"| {NAMES[v]} | {' | '.join(cells)} | {min(walls):.0f}-{max(walls):.0f} |")
+  for rule, keys in RULE_KEYS.items():
+    if any(k not in results[v, s]["eval"] for v, s, _ in runs for k in keys):
+      lines += [f"({rule} rule: not in these runs' final metrics)", ""]
+      continue
+    lines += [
+        f"## {rule.capitalize()} rule", "",
+        f"| variant | seed {header} | test loss | train time (s) | wall time (s) |",
+        "| --- | --- |" + " --- |" * (len(keys) + 3)]
+    for v, s, _ in runs:
+      r = results[v, s]
+      aps = " | ".join(f"{100 * r['eval'][k]:.1f}" for k in keys)
+      lines.append(f"| {NAMES[v]} | {s} | {aps} | {r['eval']['loss']:.4f} | "
+                   f"{r['train_time_s']:.0f} | "
+                   f"{sweep.wall_time(os.path.join(a.workdir, f'{v}_{s}')):.0f} |")
+    lines += ["", f"Mean ± std over seeds {a.seeds} (std with ddof=1), {rule} rule:", "",
+              f"| variant {header} | wall time per run (s) |",
+              "| --- |" + " --- |" * (len(keys) + 1)]
+    for v in attentions:
+      cells = []
+      for k in keys:
+        values = np.array([100 * results[v, s]["eval"][k] for s in seeds])
+        std = values.std(ddof=1) if len(values) > 1 else 0.0
+        cells.append(f"{values.mean():.1f} ± {std:.1f}")
+      walls = [sweep.wall_time(os.path.join(a.workdir, f"{v}_{s}")) for s in seeds]
+      lines.append(f"| {NAMES[v]} | {' | '.join(cells)} | {min(walls):.0f}-{max(walls):.0f} |")
+    lines.append("")
   lines += ["", "Reproduce:", "", "```",
             f"python scripts/property_prediction_demo.py --steps={a.steps} "
             f"--batch_size={a.batch_size} --width={a.width} --seeds={a.seeds} --jobs={a.jobs} "

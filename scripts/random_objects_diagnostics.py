@@ -27,9 +27,9 @@ import ml_collections
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from slot_ot_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
-from slot_ot_jax.tasks import random_objects as ro
 from slot_ot_jax import tasks
+from slot_ot_jax.tasks import random_objects as ro
+from slot_ot_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
 from slot_ot_jax.training import train
 
 

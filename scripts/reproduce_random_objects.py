@@ -1,7 +1,8 @@
 r"""Reproduces Table 1 of the MESH paper (random objects detection) and writes a markdown table.
 
-Runs the grid attention x sigma x seed, each cell a `main.py` subprocess with its own workdir,
-at most --jobs at a time (single-threaded XLA when several share the machine), then collects
+Runs the grid attention x sigma x seed through the sweep runner (`slot_ot_jax.training.sweep`),
+each cell a `main.py` subprocess with its own workdir, at most --jobs at a time (single-threaded
+XLA when several share the machine), then collects
 `<workdir>/final_metrics.json` and writes the median RMSE/sigma over seeds next to the paper.
 
   python scripts/reproduce_random_objects.py                  # the grid, 2 processes
@@ -33,6 +34,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from slot_ot_jax.training import launch  # pylint: disable=g-import-not-at-top,wrong-import-position
+from slot_ot_jax.training import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 PAPER = {  # Table 1: RMSE / sigma, median over 5 seeds.
     ("softmax", 1.0): 0.44, ("softmax", 0.1): 0.53, ("softmax", 0.01): 0.65,
     ("sinkhorn", 1.0): 0.27, ("sinkhorn", 0.1): 0.32, ("sinkhorn", 0.01): 0.41,
@@ -49,9 +52,8 @@ COST_ORDER = {"emd": 0, "mesh": 1, "sinkhorn": 2, "softmax": 3}
 
 
 def _env(jobs: int) -> dict:
-  env = launch.one_thread_env() if jobs > 1 else dict(os.environ)  # One core per process.
+  env = sweep.sweep_env(jobs)  # One core per process when several share the machine.
   env.setdefault("JAX_PLATFORMS", "cpu")
-  env["TF_CPP_MIN_LOG_LEVEL"] = "2"
   return env
 
 
@@ -73,41 +75,27 @@ def workdir_of(args, attention, sigma, seed):
   return os.path.join(args.workdir_root, f"{attention}_sigma{sigma:g}_seed{seed}")
 
 
-def run_grid(args) -> None:
-  env = _env(args.jobs)
-  pending = [r for r in plan_runs(args)
-             if args.rerun or not os.path.exists(
-                 os.path.join(workdir_of(args, *r), "final_metrics.json"))]
-  print(f"{len(pending)} run(s) to do, {args.jobs} at a time.", flush=True)
-  active = {}
-  failed = []
-  while pending or active:
-    while pending and len(active) < args.jobs:
-      attention, sigma, seed = run = pending.pop(0)
-      workdir = workdir_of(args, *run)
-      os.makedirs(workdir, exist_ok=True)
-      log = open(os.path.join(workdir, "log.txt"), "a")
-      cmd = [sys.executable, os.path.join(REPO, "main.py"),
-             f"--config={os.path.join(REPO, 'configs', 'random_objects.py')}:"
-             f"{_config_arg(attention, sigma, seed, args.runlocal)}",
-             f"--workdir={workdir}"] + launch.override_flags(args.override)
-      proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-      active[proc] = (run, time.time(), log)
-      print(f"started {run}", flush=True)
-    time.sleep(1.0)
-    for proc in [p for p in active if p.poll() is not None]:
-      run, t0, log = active.pop(proc)
-      log.close()
-      wall = time.time() - t0
-      with open(os.path.join(workdir_of(args, *run), "run_info.json"), "w") as f:
-        json.dump({"returncode": proc.returncode, "wall_time_s": round(wall, 1),
-                   "jobs": args.jobs}, f)
-      status = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
-      print(f"{status} {run} in {wall / 60:.1f} min", flush=True)
-      if proc.returncode:
-        failed.append(run)
-  if failed:
-    print(f"Failed runs (see log.txt in their workdirs): {failed}", flush=True)
+def grid_runs(args) -> list:
+  """The grid as sweep runs (slowest attention first), each a main.py process."""
+  runs = []
+  for attention, sigma, seed in plan_runs(args):
+    workdir = workdir_of(args, attention, sigma, seed)
+    config = (f"{sweep.repo_path(os.path.join('configs', 'random_objects.py'))}:"
+              f"{_config_arg(attention, sigma, seed, args.runlocal)}")
+    runs.append(sweep.Run(name=os.path.basename(workdir), workdir=workdir, seed=seed,
+                          point={"attention": attention, "sigma": sigma},
+                          cmd=sweep.main_command(config, workdir, args.override)))
+  return runs
+
+
+def run_grid(args) -> list:
+  """Runs the unfinished cells through the sweep runner (--jobs at a time; --rerun: all).
+
+  Each run's wall time and return code go to <workdir>/run_info.json; a failed run is
+  reported with the end of its log and the others go on. Returns the runner's outcomes."""
+  base = dict(os.environ)
+  base.setdefault("JAX_PLATFORMS", "cpu")
+  return sweep.run_all(grid_runs(args), jobs=args.jobs, env=base, rerun=args.rerun)
 
 
 def _read(path):
@@ -131,7 +119,8 @@ def write_table(args, grid_wall_s) -> str:
     rows.append((*run, value, metrics["step"], wall))
 
   lines = ["# Random objects detection (MESH paper, Table 1)", "",
-           "RMSE / sigma on the held-out set (6,400 examples; 640 with --runlocal), median over seeds (lower is better; "
+           "RMSE / sigma on the held-out set (6,400 examples; 640 with --runlocal), median over "
+           "seeds (lower is better; "
            "predicting zeros scores 1.0). Paper: median over 5 seeds.", "",
            f"- command: `python scripts/reproduce_random_objects.py "
            f"{' '.join(sys.argv[1:]).replace(REPO + os.sep, '')}`".rstrip(),
@@ -162,7 +151,7 @@ def write_table(args, grid_wall_s) -> str:
   for attention, sigma, seed, value, step, wall in rows:
     lines.append(f"| {NAMES[attention]} | {sigma:g} | {seed} | {value:.3f} | {step} | "
                  f"{wall / 60:.1f} |")
-  text = "\n".join(l for l in lines if l is not None) + "\n"
+  text = "\n".join(line for line in lines if line is not None) + "\n"
   os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
   with open(args.output, "w") as f:
     f.write(text)
@@ -176,6 +165,7 @@ def write_table(args, grid_wall_s) -> str:
 def _time_one(attention: str, steps: int) -> None:
   sys.path.insert(0, REPO)
   import jax  # pylint: disable=g-import-not-at-top
+
   from configs import random_objects as ro_config  # pylint: disable=g-import-not-at-top
   from slot_ot_jax import tasks  # pylint: disable=g-import-not-at-top
   from slot_ot_jax.training import train  # pylint: disable=g-import-not-at-top
@@ -237,9 +227,7 @@ def main():
   parser.add_argument("--rerun", action="store_true", help="rerun finished cells")
   parser.add_argument("--collect_only", action="store_true",
                       help="only write the table from the finished runs; start none")
-  parser.add_argument("--override", action="append", default=[],
-                      help="KEY=VALUE: --config.KEY=VALUE for every run (repeatable); use its "
-                           "own --workdir_root and --output")
+  launch.add_override_argument(parser, "its own --workdir_root and --output")
   parser.add_argument("--time_steps", type=int, default=0,
                       help="only time this many steps of each attention and predict")
   parser.add_argument("--_time_one", default=None, help=argparse.SUPPRESS)
@@ -269,10 +257,12 @@ def main():
         os.path.join(workdir_of(args, *r), "final_metrics.json"))]
     if missing:
       print(f"{len(missing)} run(s) of the grid not finished, left out: {missing}")
+    outcomes = []
   else:
-    run_grid(args)
+    outcomes = run_grid(args)
   print(write_table(args, time.time() - t0))
   print(f"Table written to {args.output}")
+  sweep.require_success(outcomes)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@ r"""CPU demonstration of MESH Table 5 offline: SA vs SA fixed noise vs SA-MESH o
   python scripts/video_demo.py [--steps=3000 --batch_size=16 --seeds=0,1,2 --jobs=2 \
       --eval_split=test --data_dir=DATA_DIR --workdir=workdirs/video_demo --out=benchmarks/results]
 
-Runs `main.py --config=configs/shapes_video.py:...` once per (variant, seed), --jobs processes
-at a time with one CPU thread each, seed by seed (so that every variant has its first seeds
+Runs `main.py --config=configs/shapes_video.py:...` once per (variant, seed) through the sweep
+runner `slot_ot_jax.training.sweep`, --jobs processes at a time with one CPU thread each (log
+in <run>/log.txt), seed by seed (so that every variant has its first seeds
 first), then writes <out>/video_shapes.md (budget, per-run FG-ARI / FG-mIoU / TC / MSE and wall
 times, mean +- std over seeds, the commands) and one mask grid per variant,
 <out>/video_shapes_<variant>.png (seed 0; two rows per test video, frame 0 then frame 1:
@@ -21,17 +22,16 @@ so that the default runs and table stay as they are. E.g. SA-MESH with the step 
       --override=model.slot_attention.mesh_lr=0.05
 """
 import argparse
-import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
-import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from slot_ot_jax.training import launch  # pylint: disable=g-import-not-at-top,wrong-import-position
+from slot_ot_jax.training import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 # name -> (table name, config arguments)
 VARIANTS = {"sa": ("SA", "attention=softmax"),
             "sa_fixed": ("SA fixed noise", "attention=softmax,noise=fixed"),
@@ -43,7 +43,8 @@ METRICS = (("fg_ari", "FG-ARI"), ("fg_miou", "FG-mIoU"), ("temporal_consistency"
 
 def main_args(variant, seed, a, workdir):
   """The main.py arguments of one run."""
-  return [f"--config=configs/shapes_video.py:{VARIANTS[variant][1]},seed={seed},"
+  return [f"--config={sweep.repo_path('configs/shapes_video.py')}:{VARIANTS[variant][1]},"
+          f"seed={seed},"
           f"steps={a.steps},batch_size={a.batch_size},width={a.width},slot_size={a.slot_size},"
           f"resolution={a.resolution},kernel_size={a.kernel_size},"
           f"learning_rate={a.learning_rate}",
@@ -53,30 +54,25 @@ def main_args(variant, seed, a, workdir):
           f"--config.data.eval_split={a.eval_split}"] + launch.override_flags(a.override)
 
 
-def _launch(runs, a, env):
-  final = lambda r: os.path.join(a.workdir, f"{r[0]}_{r[1]}", "final_metrics.json")
-  pending = [r for r in runs if not os.path.exists(final(r))]
-  active = {}
-  while pending or active:
-    while pending and len(active) < a.jobs:
-      run = pending.pop(0)
-      extra = [f"--config.data.data_dir={a.data_dir}"] if a.data_dir else []
-      cmd = [sys.executable, "main.py", *main_args(*run, a, a.workdir), *extra]
-      print(" ".join(cmd), flush=True)
-      log = open(os.path.join(a.workdir, f"{run[0]}_{run[1]}.log"), "w")
-      active[run] = (subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=log),
-                     time.time())
-    time.sleep(2)
-    for run, (proc, start) in list(active.items()):
-      if proc.poll() is None:
-        continue
-      del active[run]
-      if proc.returncode:
-        raise RuntimeError(f"{run} failed with exit code {proc.returncode} (see its .log)")
-      result = json.load(open(final(run)))
-      result["process_wall_s"] = round(time.time() - start, 1)
-      json.dump(result, open(final(run), "w"), indent=2)
-  return {r: json.load(open(final(r))) for r in runs}
+def _launch(runs, a):
+  """Runs the missing (variant, seed) runs through the sweep runner, in the given order;
+  exits if any failed. Returns {run: final metrics}, each with its process wall time."""
+  extra = [f"--config.data.data_dir={a.data_dir}"] if a.data_dir else []
+  workdir = lambda r: os.path.join(a.workdir, f"{r[0]}_{r[1]}")
+  outcomes = sweep.run_all(
+      [sweep.Run(name=f"{v}_{s}", workdir=workdir((v, s)), point={"variant": v}, seed=s,
+                 cmd=[sys.executable, sweep.repo_path("main.py"),
+                      *main_args(v, s, a, a.workdir), *extra]) for v, s in runs],
+      jobs=a.jobs)
+  sweep.require_success(outcomes)
+  return {r: _result(workdir(r)) for r in runs}
+
+
+def _result(workdir):
+  """final_metrics.json of a run, with its process wall time as `process_wall_s`."""
+  result = sweep.read_json(os.path.join(workdir, "final_metrics.json"))
+  result["process_wall_s"] = sweep.wall_time(workdir)
+  return result
 
 
 def main():
@@ -100,9 +96,7 @@ def main():
   p.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each")
   p.add_argument("--report_only", action="store_true",
                  help="write the table from the finished runs only, launching nothing")
-  p.add_argument("--override", action="append", default=[],
-                 help="KEY=VALUE: --config.KEY=VALUE for every run (repeatable); needs its own "
-                      "--workdir and --tag")
+  launch.add_override_argument(p)
   p.add_argument("--tag", default="", help="suffix of the table and mask-grid file names")
   a = p.parse_args()
   launch.check_overrides(p, a.override, bool(a.tag) and a.workdir != p.get_default("workdir"),
@@ -113,15 +107,13 @@ def main():
     if v not in VARIANTS:
       raise SystemExit(f"Unknown variant {v!r}; valid: {', '.join(VARIANTS)}")
   os.makedirs(a.workdir, exist_ok=True)
-  env = launch.one_thread_env()
   runs = [(v, s) for s in seeds for v in variants]
   if a.report_only:  # Table of the runs that finished; the others are listed as not run.
     done = lambda r: os.path.exists(os.path.join(a.workdir, f"{r[0]}_{r[1]}", "final_metrics.json"))
     missing = [r for r in runs if not done(r)]
-    rows = {r: json.load(open(os.path.join(a.workdir, f"{r[0]}_{r[1]}", "final_metrics.json")))
-            for r in runs if done(r)}
+    rows = {r: _result(os.path.join(a.workdir, f"{r[0]}_{r[1]}")) for r in runs if done(r)}
   else:
-    missing, rows = [], _launch(runs, a, env)
+    missing, rows = [], _launch(runs, a)
 
   res, k = a.resolution, a.kernel_size
   b = a.decoder_broadcast or res
@@ -155,7 +147,7 @@ def main():
       e = r["eval"]
       lines.append(f"| {VARIANTS[v][0]} | {s} | {100 * e['fg_ari']:.1f} | "
                    f"{100 * e['fg_miou']:.1f} | {100 * e['temporal_consistency']:.1f} | "
-                   f"{e['loss']:.4f} | {r.get('process_wall_s', r['wall_time_s']):.0f} |")
+                   f"{e['loss']:.4f} | {r['process_wall_s']:.0f} |")
   lines += ["", "| variant | " + " | ".join(f"{n} (%) mean +- std" for _, n in METRICS) + " |",
             "| --- |" + " --- |" * len(METRICS)]
   for v in variants:

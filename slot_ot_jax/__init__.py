@@ -12,7 +12,7 @@ Packages, by layer (the import rule is in docs/design.md and tests/test_layout.p
   training    generic trainer, sweep runner    imports the Task interface and evaluation
   analysis    the papers' figures              may import anything; nothing imports it
 """
-from slot_ot_jax import transport
+from slot_ot_jax import transport  # noqa: F401  (the functional OT API, re-exported)
 
 __version__ = "0.1.0"
 

@@ -329,7 +329,7 @@ class SlotMLPTest(absltest.TestCase):
     feats = jnp.ones((2, 32, 32, 4))
     for variant, size in (("set_prediction", D), ("object_discovery", 64)):
       m = SlotMLP(num_slots=K, slot_size=D, variant=variant)
-      out = jax.eval_shape(lambda: m.init_with_output(jax.random.PRNGKey(0), feats)[0])
+      out = jax.eval_shape(lambda m=m: m.init_with_output(jax.random.PRNGKey(0), feats)[0])
       self.assertEqual(out.shape, (2, K, size))
 
 

@@ -113,8 +113,9 @@ class EndToEndTest(absltest.TestCase):
 
   def test_sweep_from_eval_mode(self):
     import jax  # pylint: disable=g-import-not-at-top
-    from slot_ot_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
+
     from slot_ot_jax import tasks  # pylint: disable=g-import-not-at-top
+    from slot_ot_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
     from slot_ot_jax.training import train  # pylint: disable=g-import-not-at-top
     tmp = tempfile.mkdtemp()
     self.addCleanup(shutil.rmtree, tmp, True)

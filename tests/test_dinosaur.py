@@ -14,17 +14,18 @@ from absl.testing import absltest
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from configs import movi_dinosaur  # pylint: disable=g-import-not-at-top,wrong-import-position
-from slot_ot_jax.tasks import dinosaur  # pylint: disable=g-import-not-at-top,wrong-import-position
-from slot_ot_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
+from slot_ot_jax.data import (
+  input_pipeline,  # pylint: disable=g-import-not-at-top,wrong-import-position
+)
 from slot_ot_jax.data import movi  # pylint: disable=g-import-not-at-top,wrong-import-position
-from slot_ot_jax.training import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 from slot_ot_jax.modules import vit  # pylint: disable=g-import-not-at-top,wrong-import-position
+from slot_ot_jax.tasks import dinosaur  # pylint: disable=g-import-not-at-top,wrong-import-position
+from slot_ot_jax.training import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _script(name):

@@ -21,8 +21,8 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from configs import random_objects as ro_config  # pylint: disable=g-import-not-at-top
-from slot_ot_jax.training import checkpointing
 from slot_ot_jax import tasks
+from slot_ot_jax.training import checkpointing
 from slot_ot_jax.training import train
 
 ARG = "attention=softmax,sigma=0.1,runlocal=1"
@@ -106,7 +106,7 @@ class TwoProcessTest(absltest.TestCase):
         if p.poll() is None:
           p.kill()
           p.wait()
-    for i, (p, (out, err)) in enumerate(zip(procs, outputs)):
+    for i, (p, (_, err)) in enumerate(zip(procs, outputs)):
       self.assertEqual(p.returncode, 0, f"process {i}:\n{err[-4000:]}")
       self.assertIn(f"JAX process {i}/2", err)
     self.assertIn(f"Step {NUM_STEPS}: RMSE/sigma", outputs[0][0])

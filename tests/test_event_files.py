@@ -4,8 +4,8 @@ import os
 import tempfile
 import unittest
 
-import numpy as np
 from clu import metric_writers
+import numpy as np
 
 from slot_ot_jax.analysis import event_files
 

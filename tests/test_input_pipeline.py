@@ -1,7 +1,9 @@
 """Tests of the tf.data input pipeline and the preprocessing ops."""
+import concurrent.futures
 import dataclasses
 import shutil
 import tempfile
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -137,6 +139,22 @@ class PipelineTest(parameterized.TestCase):
                                                seed=0, process_index=0, process_count=1)))
     np.testing.assert_array_equal(batch["mask"], batch["num_objects"] <= 1)
     self.assertTrue(batch["mask"].any() and not batch["mask"].all())
+
+  def test_concurrent_preparation_builds_once(self):
+    # The runs of a sweep start together on one data dir: one prepares, the others wait for
+    # it and read its files (before the lock, the later rename failed with FileExistsError).
+    with tempfile.TemporaryDirectory() as data_dir:
+      config = _config(data_dir)
+      with mock.patch.object(tfds.core.DatasetBuilder, "download_and_prepare",
+                             autospec=True,
+                             side_effect=tfds.core.DatasetBuilder.download_and_prepare) as prep:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+          builders = list(pool.map(lambda _: ip.get_builder(config), range(2)))
+      self.assertEqual(prep.call_count, 1)
+      for builder in builders:
+        self.assertTrue(builder.is_prepared())
+      self.assertEqual(builders[0].info.splits["train"].num_examples,
+                       builders[1].info.splits["train"].num_examples)
 
   def test_unknown_name_lists_valid_ones(self):
     config = _config(self.data_dir, name="clevr7")

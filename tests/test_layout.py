@@ -157,7 +157,9 @@ class LayoutTest(absltest.TestCase):
     self.assertIsNone(find_cycle({"a": {"b"}, "b": set()}))
 
   def test_public_imports(self):
-    from slot_ot_jax import SlotAttention, SlotMLP, transport  # pylint: disable=g-import-not-at-top
+    from slot_ot_jax import SlotAttention  # pylint: disable=g-import-not-at-top
+    from slot_ot_jax import SlotMLP  # pylint: disable=g-import-not-at-top
+    from slot_ot_jax import transport  # pylint: disable=g-import-not-at-top
     from slot_ot_jax.modules import attention  # pylint: disable=g-import-not-at-top
     self.assertIs(SlotAttention, attention.SlotAttention)
     self.assertIs(SlotMLP, attention.SlotMLP)

@@ -20,10 +20,10 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from configs import object_discovery as od_config  # pylint: disable=g-import-not-at-top
-from slot_ot_jax.transport import mesh_ot
 from slot_ot_jax import tasks
-from slot_ot_jax.training import train
 from slot_ot_jax import transport
+from slot_ot_jax.training import train
+from slot_ot_jax.transport import mesh_ot
 
 
 def _config(attention, dtype="bfloat16"):

@@ -17,8 +17,8 @@ import scipy.optimize
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import random_objects as ro_config  # pylint: disable=g-import-not-at-top
-from slot_ot_jax.tasks import random_objects as ro
 from slot_ot_jax import tasks
+from slot_ot_jax.tasks import random_objects as ro
 from slot_ot_jax.training import train
 
 
@@ -173,7 +173,7 @@ class ReproduceTableTest(absltest.TestCase):
     argv = ["reproduce_random_objects.py", "--collect_only", "--attentions=softmax,mesh",
             "--sigmas=1,0.01", "--seeds=3", f"--workdir_root={root}", f"--output={output}"]
     with mock.patch.object(sys, "argv", argv), \
-         mock.patch.object(script.subprocess, "Popen", side_effect=AssertionError("started")):
+         mock.patch.object(script.sweep.subprocess, "Popen", side_effect=AssertionError("started")):
       script.main()
     with open(output) as f:
       table = f.read()

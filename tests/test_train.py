@@ -1,4 +1,5 @@
-"""Tests of the generic trainer (slot_ot_jax/training/train.py, checkpointing.py, optim.py, tasks.py).
+"""Tests of the generic trainer (slot_ot_jax/training/train.py, checkpointing.py, optim.py,
+tasks/base.py).
 
 Most tests use a toy regression task registered here (a Dense + BatchNorm model that also
 draws noise from a PRNG stream), which exercises the Task interface, non-params collections
@@ -14,21 +15,20 @@ import tempfile
 import time
 
 from absl.testing import absltest
+from clu import metrics as clu_metrics
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
-from clu import metrics as clu_metrics
-import flax
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from configs import common  # pylint: disable=g-import-not-at-top
 from configs import random_objects as ro_config
+from slot_ot_jax import tasks
 from slot_ot_jax.training import checkpointing
 from slot_ot_jax.training import optim
-from slot_ot_jax import tasks
 from slot_ot_jax.training import train
 
 

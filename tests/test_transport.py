@@ -6,14 +6,13 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import chex
 import jax
-
 import jax.numpy as jnp
 from jax.test_util import check_grads
 import numpy as np
 import scipy.optimize
 
-from slot_ot_jax.transport import exact_ot
 from slot_ot_jax import transport as T
+from slot_ot_jax.transport import exact_ot
 
 
 def _problem(seed, batch=(3,), n=9, k=4, scale=3.0):
@@ -104,10 +103,10 @@ class SinkhornTest(chex.TestCase):
     np.testing.assert_allclose(gg, g, atol=1e-4)
 
   def test_agrees_with_ott_jax_and_pot_at_convergence(self):
+    import ot
     from ott.geometry import geometry
     from ott.problems.linear import linear_problem
     from ott.solvers.linear import sinkhorn as ott_sinkhorn
-    import ot
 
     cost, a, b, _ = _problem(4, batch=())
     tau = 0.5
@@ -144,7 +143,8 @@ class SinkhornTest(chex.TestCase):
       a = jnp.asarray(_softmax(rng.normal(size=(2, 4))) * 3, jnp.float64)
       b = jnp.asarray(_softmax(rng.normal(size=(2, 3))) * 3, jnp.float64)
       w = jnp.asarray(rng.normal(size=(2, 4, 3)), jnp.float64)
-      init = (jnp.asarray(rng.normal(size=(2, 4)) * 0.1), jnp.asarray(rng.normal(size=(2, 3)) * 0.1))
+      init = (jnp.asarray(rng.normal(size=(2, 4)) * 0.1),
+              jnp.asarray(rng.normal(size=(2, 3)) * 0.1))
       fn = lambda c, a, b, f, g: jnp.sum(w * T.sinkhorn(c, a, b, num_iters=4,
                                                         temperature=0.8, init=(f, g))[0])
       check_grads(fn, (cost, a, b) + init, order=1, modes=("rev",), atol=1e-6, rtol=1e-6)
@@ -252,7 +252,9 @@ class EmdTest(parameterized.TestCase):
     # Under `jax.set_mesh` the host callback runs per shard of the leading axis: the result
     # equals the single-device one and stays sharded over the data axis (without the
     # shard_map, SPMD places the callback on one device and the output is not data-sharded).
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
+    from jax.sharding import Mesh  # pylint: disable=g-import-not-at-top
+    from jax.sharding import NamedSharding  # pylint: disable=g-import-not-at-top
+    from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
     self.assertGreaterEqual(jax.device_count(), 4)
     mesh = Mesh(np.asarray(jax.devices()[:4]), ("data",))
     cost, a, b, _ = _problem(22, batch=(8,), n=12, k=3)

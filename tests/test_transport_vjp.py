@@ -1,12 +1,12 @@
-"""The custom-VJP Sinkhorn and MESH (slot_ot_jax/transport/sinkhorn_ot.py) against plain autodiff."""
+"""The custom-VJP Sinkhorn and MESH (slot_ot_jax/transport/sinkhorn_ot.py) against autodiff."""
 from absl.testing import absltest
 from absl.testing import parameterized
 import jax
 import jax.numpy as jnp
 import numpy as np
+from test_transport import _problem  # pylint: disable=g-bad-import-order
 
 from slot_ot_jax import transport as T
-from test_transport import _problem  # pylint: disable=g-bad-import-order
 
 
 def _ref_sinkhorn(cost, a, b, num_iters, temperature=1.0, g0=None):

@@ -1,10 +1,11 @@
 """MESH Fig. 2 / App. J (Figs. 7-8): attention maps and alpha masks of trained SA and SA-MESH.
 
-Trains (or loads) both models on the offline shapes dataset with the settings of the README's
-CPU demonstration, decomposes test images into per-slot reconstructions, alpha masks and the
-attention maps of every iteration, and draws them; `python -m slot_ot_jax.analysis.figures
-attention_maps` is the command line. Shapes: images [B, H, W, 3] in [-1, 1]; attention of
-iteration t [B, N, K] with N = H' * W' feature positions and K slots; masks [B, K, H, W, 1].
+Trains (or loads) both models on the offline shapes dataset with the settings of the CPU
+demonstration in docs/object_discovery.md, decomposes test images into per-slot
+reconstructions, alpha masks and the attention maps of every iteration, and draws them;
+`python -m slot_ot_jax.analysis.figures attention_maps` is the command line. Shapes: images
+[B, H, W, 3] in [-1, 1]; attention of iteration t [B, N, K] with N = H' * W' feature
+positions and K slots; masks [B, K, H, W, 1].
 Run from the repository root (the config comes from `configs/shapes.py`).
 """
 from __future__ import annotations
@@ -29,8 +30,9 @@ def discovery_config(attention: str, *, steps: int = DEFAULT_STEPS, batch_size: 
                      tiny: bool = False):
   """The shapes/32x32 config of the CPU demonstration (scripts/object_discovery_demo.py).
 
-  Same settings as the README's 3,000-step demonstration (16 channels, 4 slots of 32, Adam
-  4e-4 with a 10% warm-up, halved once over the run, evaluated on the test split). `tiny`:
+  Same settings as the 3,000-step demonstration of docs/object_discovery.md (16 channels,
+  4 slots of 32, Adam 4e-4 with a 10% warm-up, halved once over the run, evaluated on the
+  test split). `tiny`:
   the `runlocal=1` config (shapes/tiny, batch 8) cut to `steps` steps.
   """
   from configs import shapes  # pylint: disable=g-import-not-at-top
@@ -60,8 +62,8 @@ def train_discovery(attention: str, workdir: str, *, train: bool = True, **confi
   a run stopped by SIGTERM), and evaluated on the test split. `result` holds "step" and
   "report" (the test-split FG-ARI / FG-mIoU line).
   """
-  from slot_ot_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
   from slot_ot_jax import tasks  # pylint: disable=g-import-not-at-top
+  from slot_ot_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
   from slot_ot_jax.training import train as trainer_lib  # pylint: disable=g-import-not-at-top
   config = discovery_config(attention, **config_kwargs)
   final = os.path.join(workdir, trainer_lib.FINAL_METRICS_FILE)
@@ -112,8 +114,8 @@ def decompose(config, variables, images: np.ndarray, seed: int = 0) -> dict[str,
 
 def per_image_scores(config, segmentation: np.ndarray, masks: np.ndarray) -> dict:
   """FG-ARI and FG-mIoU of each image (`segmentation [B, H, W]`, `masks [B, K, H, W]`)."""
-  from slot_ot_jax.evaluation import metrics  # pylint: disable=g-import-not-at-top
   from slot_ot_jax import tasks  # pylint: disable=g-import-not-at-top
+  from slot_ot_jax.evaluation import metrics  # pylint: disable=g-import-not-at-top
   scores = metrics.segmentation_metric_outputs(
       jnp.asarray(segmentation), metrics.masks_to_ids(jnp.asarray(masks)),
       num_true=tasks.get_task(config).num_true, num_pred=masks.shape[1])
@@ -210,7 +212,8 @@ def plot_attention_maps(path: str, tiny: bool = False, workdir: str = "workdirs/
                           f"{i + 1}: FG-ARI {100 * out['fg_ari'][i]:.0f}, FG-mIoU "
                           f"{100 * out['fg_miou'][i]:.0f}", fontsize=8, loc="left")
         for a in ax:
-          a.set_xticks([]); a.set_yticks([])
+          a.set_xticks([])
+          a.set_yticks([])
         row += 1
   for j in range(k):
     axes[-1, j + 1].set_xlabel(f"slot {j + 1}", fontsize=7)

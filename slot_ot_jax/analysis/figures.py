@@ -16,15 +16,17 @@ Run from the repository root (the attention-map figure imports `configs/`). NAME
                      iterations and alpha masks of SA and SA-MESH on the offline shapes
                      dataset. Trains both models first (`--workdir`, resumed when present;
                      `--steps`, default 3,000: 9-11 min per model on one core of a quiet
-                     2-core CPU in the README's demonstration with these settings), or
-                     with `--no_train` draws the workdirs' latest checkpoints as they are.
+                     2-core CPU in the demonstration of docs/object_discovery.md with
+                     these settings), or with `--no_train` draws the workdirs' latest
+                     checkpoints as they are.
                      Also writes NAME.md with the numbers behind the figure.
   all                every figure above.
 
-The attention-map figure lives in `slot_ot_jax.analysis.attention_figure` (training, decomposition and
-per-slot statistics of the two models); this module holds the analytic figures and the
-command line. Everything is computed with the library's public functions (`transport.sinkhorn`, `mesh`,
-`mesh_sinkhorn`, `entropy`; `SlotAttention`'s sown intermediates; `train.train_and_evaluate`).
+The attention-map figure lives in `slot_ot_jax.analysis.attention_figure` (training,
+decomposition and per-slot statistics of the two models); this module holds the analytic
+figures and the command line. Everything is computed with the library's public functions
+(`transport.sinkhorn`, `mesh`, `mesh_sinkhorn`, `entropy`; `SlotAttention`'s sown
+intermediates; `train.train_and_evaluate`).
 The curve functions return plain numpy arrays so that tests can check their properties.
 `--tiny` shrinks every figure to seconds (the tests use the same switch).
 """
@@ -40,10 +42,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from slot_ot_jax.analysis import attention_figure
-from slot_ot_jax.transport import mesh_ot
 from slot_ot_jax import transport
+from slot_ot_jax.analysis import attention_figure
 from slot_ot_jax.evaluation import visualize
+from slot_ot_jax.transport import mesh_ot
 
 DEFAULT_OUT = os.path.join("benchmarks", "results", "figures")
 NAMES = ("entropy_gradient", "gradient_scale", "reuse_potentials", "attention_maps")
@@ -137,13 +139,13 @@ def _fig1_curves(tiny: bool) -> dict[str, dict[str, np.ndarray]]:
 def _line_styles(labels):
   """Sinkhorn curves solid in blues, MESH dashed in oranges (one shade per setting)."""
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  sh = [l for l in labels if l.startswith("Sinkhorn")]
-  me = [l for l in labels if l.startswith("MESH")]
+  sh = [lab for lab in labels if lab.startswith("Sinkhorn")]
+  me = [lab for lab in labels if lab.startswith("MESH")]
   styles = {}
-  for i, l in enumerate(sh):
-    styles[l] = dict(color=plt.cm.Blues(0.45 + 0.5 * i / max(len(sh) - 1, 1)), ls="-")
-  for i, l in enumerate(me):
-    styles[l] = dict(color=plt.cm.Oranges(0.45 + 0.5 * i / max(len(me) - 1, 1)), ls="--")
+  for i, lab in enumerate(sh):
+    styles[lab] = dict(color=plt.cm.Blues(0.45 + 0.5 * i / max(len(sh) - 1, 1)), ls="-")
+  for i, lab in enumerate(me):
+    styles[lab] = dict(color=plt.cm.Oranges(0.45 + 0.5 * i / max(len(me) - 1, 1)), ls="--")
   return styles
 
 

@@ -24,7 +24,9 @@ Importing this module hides accelerators from TensorFlow, so it never takes thei
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import functools
 import importlib
 import math
@@ -210,9 +212,34 @@ def get_builder(data_config, *, prepare: bool | None = None,
       raise _not_found(builder, data_config.name, manual_dir, str(e)) from None
   if not prepare:
     raise _not_found(builder, data_config.name, manual_dir, "prepare=False was given.")
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=manual_dir, compute_stats=tfds.download.ComputeStatsMode.SKIP))
+  with _prepare_lock(builder):
+    # Another process (e.g. the other runs of a sweep) may have prepared it meanwhile.
+    builder = cls(config=config, data_dir=data_config.data_dir)
+    if not builder.is_prepared():
+      builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+          manual_dir=manual_dir, compute_stats=tfds.download.ComputeStatsMode.SKIP))
   return builder
+
+
+@contextlib.contextmanager
+def _prepare_lock(builder):
+  """Holds an exclusive lock on <data_dir>/<name>/<config>.prepare.lock while preparing.
+
+  Processes that start together on one data dir (the runs of a sweep) would otherwise each
+  build the dataset and fail when renaming their copy onto the one finished first. Remote
+  data dirs (gs://...) are not locked: prepare those once, before the runs.
+  """
+  config_dir = pathlib.Path(builder.data_path).parent
+  if "://" in str(builder.data_path):
+    yield
+    return
+  config_dir.parent.mkdir(parents=True, exist_ok=True)
+  with open(config_dir.parent / f"{config_dir.name}.prepare.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _check_shard(path: str) -> None:

@@ -1,4 +1,4 @@
-"""Helpers shared by the scripts that launch `main.py` runs (demonstrations, Table 1 grid)."""
+"""Helpers shared by the scripts that launch `main.py` runs (the sweep runner, the studies)."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +9,14 @@ from typing import Sequence
 def override_flags(overrides: Sequence[str]) -> list[str]:
   """`KEY=VALUE` overrides as main.py flags: `--config.KEY=VALUE`."""
   return [f"--config.{o}" for o in overrides]
+
+
+def add_override_argument(parser: argparse.ArgumentParser,
+                          needs: str = "its own --workdir and --tag") -> None:
+  """Adds the repeatable `--override KEY=VALUE` flag (`--config.KEY=VALUE` in every run)."""
+  parser.add_argument("--override", action="append", default=[],
+                      help=f"KEY=VALUE: --config.KEY=VALUE for every run (repeatable); needs "
+                           f"{needs}")
 
 
 def check_overrides(parser: argparse.ArgumentParser, overrides: Sequence[str],

@@ -12,7 +12,8 @@ Pure functions on arrays, no Flax and no config. Axis convention (any leading ba
   plan    P    [..., N, K]     transport plan / attention
   a            [..., N]        marginal over inputs   (rows of P sum to a)
   b            [..., K]        marginal over slots    (columns of P sum to b)
-  f, g         [..., N], [..., K]  log-domain scalings: P = exp(-C / temperature + f[:, None] + g[None, :])
+  f, g         [..., N], [..., K]  log-domain scalings:
+                                P = exp(-C / temperature + f[:, None] + g[None, :])
 
 `a` and `b` must carry the same total mass. The potentials are the log scalings of the
 scaling form of Sinkhorn (the `u`, `v` of the MESH paper, App. D), i.e. the usual dual

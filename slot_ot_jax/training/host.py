@@ -1,4 +1,4 @@
-"""The host a benchmark ran on, printed with its results.
+"""The host a benchmark or a sweep ran on, printed with its results.
 
 XLA:CPU's speed differs by large factors between CPU kinds (AVX-512 or not) for some ops, so a
 timing means little without its host. `host_lines()` gives markdown comment lines with the CPU
@@ -58,7 +58,8 @@ def host_lines(info: dict[str, object] | None = None) -> list[str]:
   avx512 = ", ".join(h["avx512"][:4]) + (", ..." if len(h["avx512"]) > 4 else "")
   lines = [
       f"# host: {h['cpu']} (family {h['family']}, model {h['model']}), {h['cores']} cores, "
-      f"avx2 {'yes' if h['avx2'] else 'no'}, avx512 {('yes (' + avx512 + ')') if h['avx512'] else 'no'}",
+      f"avx2 {'yes' if h['avx2'] else 'no'}, "
+      f"avx512 {('yes (' + avx512 + ')') if h['avx512'] else 'no'}",
       f"# jax {h['jax']}, jaxlib {h['jaxlib']}, torch {h['torch'] or 'not installed'}; "
       f"XLA_FLAGS={h['xla_flags'] or '(none)'}",
   ]
@@ -67,6 +68,13 @@ def host_lines(info: dict[str, object] | None = None) -> list[str]:
 
 def print_host() -> None:
   print("\n".join(host_lines()), flush=True)
+
+
+def describe(info: dict[str, object] | None = None) -> str:
+  """One line: CPU model, family/model, avx2/avx512, cores (for a results table's notes)."""
+  h = host_info() if info is None else info
+  return (f"{h['cpu']} (family {h['family']}, model {h['model']}), {h['cores']} cores, "
+          f"avx2 {'yes' if h['avx2'] else 'no'}, avx512 {'yes' if h['avx512'] else 'no'}")
 
 
 if __name__ == "__main__":
