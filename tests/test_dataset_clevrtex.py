@@ -105,6 +105,14 @@ class ReaderTest(absltest.TestCase):
     box = ((240 - size) // 2, (240 + size) // 2, (320 - size) // 2, (320 + size) // 2)
     self.assertEqual(box, input_pipeline.PRESETS["clevrtex/full"].crop)
 
+  def test_every_builder_config_has_a_pipeline_preset(self):
+    # A builder variant without a preset could be prepared but not trained on.
+    for name, config in Builder.builder_configs.items():
+      preset = input_pipeline.PRESETS[f"clevrtex/{name}"]
+      self.assertEqual(preset.crop, input_pipeline.PRESETS["clevrtex/full"].crop, name)
+      split_names = [split for split, _, _ in config.splits]
+      self.assertIn(preset.eval_split, split_names, name)
+
   def test_missing_folder_error_names_url_files_and_command(self):
     with tempfile.TemporaryDirectory() as empty:
       with self.assertRaises(FileNotFoundError) as cm:

@@ -85,6 +85,9 @@ PRESETS: dict[str, Preset] = {
     "clevrtex/full": Preset(_CLEVRTEX_CROP, 128, "validation", 10),
     "clevrtex/camo": Preset(_CLEVRTEX_CROP, 128, "validation", 10),
     "clevrtex/outd": Preset(_CLEVRTEX_CROP, 128, "test", 10),
+    "clevrtex/pbg": Preset(_CLEVRTEX_CROP, 128, "validation", 10),
+    "clevrtex/vbg": Preset(_CLEVRTEX_CROP, 128, "validation", 10),
+    "clevrtex/grassbg": Preset(_CLEVRTEX_CROP, 128, "validation", 10),
 }
 
 
