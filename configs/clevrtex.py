@@ -13,8 +13,11 @@ slots). Evaluation as the MESH code (`config/data/clevrtex64.yaml`, `run_object_
 during training on validation[:320], images 5000-5319 (the official validation split starts
 at 5000); the numbers MESH Table 4 reports are the test split, images 0-4999 (our
 mode=eval). The MESH trainer tests the checkpoint of lowest validation loss (its
-ModelCheckpoint monitors loss/val; `trainer.test` after `fit` loads the best one), where
-mode=eval here evaluates the workdir's latest checkpoint. FG-mIoU is MESH's
+ModelCheckpoint monitors loss/val; `trainer.test` after `fit` loads the best one), and so does
+mode=eval here: training keeps the state of lowest evaluation loss in WORKDIR/checkpoints_best/
+(checkpoint_best_metric="loss", checkpoint_best_mode="min") and mode=eval restores it
+(evaluation.checkpoint="best"; --config.evaluation.checkpoint=latest evaluates the latest
+checkpoint instead). FG-mIoU is MESH's
 (evaluation.count_unmatched_predictions=False; True gives the ClevrTex evaluator's). Model: the
 Multi-dSprites model
 with 64 conv channels, slot size 128, slot MLP 256, 3 iterations. Batch 64, Adam 4e-4,

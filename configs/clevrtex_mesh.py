@@ -11,8 +11,9 @@ Data: clevrtex/full, official crop, 64x64, 11 slots. Model: 64-channel encoder/d
 size 128, slot MLP 256, MESH (4 steps, lr 8, noise 1e-3, 5 Sinkhorn iterations), learned
 marginals. Batch 64, Adam 4e-4, warm-up 10k, decay 0.5 per 100k, clipping 0.1, 331,250 steps.
 Evaluation as the MESH code (configs/clevrtex.py): during training on validation[:320]
-(images 5000-5319); the reported numbers are the test split (images 0-4999). Evaluation
-only: add --config.mode=eval (test split).
+(images 5000-5319); the reported numbers are the test split (images 0-4999), of the
+checkpoint of lowest validation loss. Evaluation only: add --config.mode=eval (test split, the
+checkpoint of lowest validation loss kept in WORKDIR/checkpoints_best/).
 
 Published (%), MESH Table 4: SA 52.8 / 26.3, SA-SH 70.8 / 35.3, SA-MESH 79.0 / 43.2
 (FG-ARI / FG-mIoU).

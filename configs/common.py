@@ -74,7 +74,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   """Trainer fields common to every experiment (the papers' image defaults).
 
   Returns an unlocked ConfigDict; the experiment file fills `task`, `data`, `model`
-  and locks it.
+  (and `evaluation`) and locks it.
   """
   config = ml_collections.ConfigDict()
   config.task = ""                       # Key of the task registry, see slot_ot_jax/tasks/base.py.
@@ -86,6 +86,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.eval_every_steps = 5_000
   config.checkpoint_every_steps = 5_000
   config.checkpoints_to_keep = 3
+  # Best checkpoint: after every evaluation during training, the state with the best value so
+  # far of this evaluation metric of the task (e.g. "loss") is kept in
+  # <workdir>/checkpoints_best/; "" keeps none.
+  config.checkpoint_best_metric = ""
+  config.checkpoint_best_mode = "min"    # "min" | "max": which way the metric improves.
   config.runlocal = False                # Recorded when the config was shrunk for a CPU smoke run.
 
   config.optimizer = ml_collections.ConfigDict()
@@ -102,6 +107,21 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   config.data = ml_collections.ConfigDict()
   config.model = ml_collections.ConfigDict()
+  # Evaluation options; experiment files add their own fields to this node.
+  config.evaluation = ml_collections.ConfigDict()
+  # What mode=eval evaluates: "latest" (the newest checkpoint) or "best" (the one kept for
+  # checkpoint_best_metric, as references that test their best validation checkpoint).
+  config.evaluation.checkpoint = "latest"
+  return config
+
+
+def evaluate_best_checkpoint(config: ml_collections.ConfigDict, metric: str = "loss",
+                             mode: str = "min") -> ml_collections.ConfigDict:
+  """Keeps the checkpoint of the best `metric` during training and makes mode=eval evaluate
+  it (the protocol of the MESH reference: lowest validation loss)."""
+  config.checkpoint_best_metric = metric
+  config.checkpoint_best_mode = check_choice("checkpoint_best_mode", mode, ("min", "max"))
+  config.evaluation.checkpoint = "best"
   return config
 
 

@@ -110,7 +110,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       num_iters=3, attention=arg.attention, update_norm=arg.update_norm,
       framework_defaults="ocl")  # DINOSAUR's code: the object-centric-learning-framework.
 
-  config.evaluation = ml_collections.ConfigDict()
   config.evaluation.dataset = arg.eval   # Feature dataset of evaluation.
   config.evaluation.max_objects = -1     # Object filter of evaluation (6: MOVi-C6).
   config.evaluation.num_slots = 24 if arg.eval == "movi_d" else config_dict.placeholder(int)

@@ -5,7 +5,11 @@ r"""Multi-dSprites object discovery: MESH paper Table 3 (and SA paper Table 1), 
 
 Arguments: attention=softmax|sinkhorn|mesh (SA / SA-SH / SA-MESH), update_norm=..., seed=<int>,
 runlocal=1 (one-minute CPU run on shapes/tiny). Evaluation only (test split, records
-60320-63200): add --config.mode=eval (see configs/object_discovery.py).
+60320-63200): add --config.mode=eval (see configs/object_discovery.py). As the MESH code
+(`run_object_discovery.py`: ModelCheckpoint on loss/val, then `trainer.test` of the best
+checkpoint), mode=eval evaluates the checkpoint of lowest validation loss, which training keeps
+in WORKDIR/checkpoints_best/ (checkpoint_best_metric="loss", evaluation.checkpoint="best";
+--config.evaluation.checkpoint=latest evaluates the latest checkpoint).
 
 Data: multi_dsprites_colored_on_grayscale at 64x64, at most 5 objects (6 slots); train records
 0-60000, evaluation during training on validation (60000-60320). Model (SA supplement): 4 x 5x5

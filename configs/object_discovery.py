@@ -13,7 +13,10 @@ runlocal=1 (a one-minute CPU run on shapes/tiny with a small model).
 Mixed precision (GPU/TPU): --config.model.compute_dtype=bfloat16 computes the backbone in
 bfloat16 while the OT core stays float32 (see slot_ot_jax/modules/attention.py).
 
-Evaluation only, from the workdir's latest checkpoint, on the test split:
+Evaluation only, on the test split, of the workdir's latest checkpoint, or for the MESH
+settings (multi_dsprites, clevrtex) of the checkpoint of lowest validation loss, as the MESH
+code tests (kept during training in WORKDIR/checkpoints_best/; checkpoint_best_metric="loss",
+evaluation.checkpoint="best"; --config.evaluation.checkpoint=latest evaluates the latest):
 
   python main.py --config=configs/multi_dsprites.py:attention=mesh --workdir=WORKDIR \
       --config.mode=eval [--config.evaluation.num_slots=8] \
@@ -70,7 +73,7 @@ SETTINGS = {
     "multi_dsprites": dict(dataset=_MDS + "multi_dsprites_colored_on_grayscale",
                            architecture="multi_dsprites", resolution=64, max_objects=5,
                            slot_size=64, mlp_size=128, epochs=530, train_size=60_000,
-                           framework_defaults="torch"),
+                           framework_defaults="torch", best_checkpoint="loss"),
     "tetrominoes": dict(dataset=_MDS + "tetrominoes", architecture="tetrominoes",
                         resolution=35, max_objects=3, slot_size=64, mlp_size=128,
                         steps=500_000, framework_defaults="keras"),
@@ -91,7 +94,7 @@ SETTINGS = {
                             framework_defaults="ocl"),
     "clevrtex": dict(dataset="clevrtex/full", architecture="clevrtex", resolution=64,
                      max_objects=10, slot_size=128, mlp_size=256, epochs=530,
-                     train_size=40_000, framework_defaults="torch"),
+                     train_size=40_000, framework_defaults="torch", best_checkpoint="loss"),
     # Offline: Flax's initialisers, with which its settings were chosen and its documented
     # numbers measured (docs/reference_defaults.md#offline-demonstrations).
     "shapes": dict(dataset="shapes/32x32", architecture="multi_dsprites", resolution=32,
@@ -135,7 +138,7 @@ def build(setting: str, arg: str | None = None, **arg_defaults) -> ml_collection
 
   config = common.get_base_config()
   config.task = "object_discovery"
-  config.mode = "train"  # "eval": evaluate the workdir's latest checkpoint on the test split.
+  config.mode = "train"  # "eval": evaluate a checkpoint (evaluation.checkpoint) on test_split.
   config.seed = arg.seed
   config.runlocal = arg.runlocal
 
@@ -161,7 +164,6 @@ def build(setting: str, arg: str | None = None, **arg_defaults) -> ml_collection
   if "num_iters_eval" in s:
     config.model.slot_attention.num_iters_eval = s["num_iters_eval"]
 
-  config.evaluation = ml_collections.ConfigDict()
   config.evaluation.dataset = s.get("eval_dataset", "")  # "" = data.name.
   config.evaluation.max_objects = -1         # Object filter of evaluation.dataset.
   config.evaluation.num_slots = s.get("eval_slots", config_dict.placeholder(int))
@@ -173,6 +175,9 @@ def build(setting: str, arg: str | None = None, **arg_defaults) -> ml_collection
   # slot_ot_jax/evaluation/cardinality.py), e.g. "7,9,11,13": FG-ARI, ARI, FG-mIoU and loss per
   # cell, table, JSON and figures.
   config.evaluation.sweep_slot_counts = s.get("sweep_slot_counts", "")
+
+  if "best_checkpoint" in s:  # The MESH reference tests the checkpoint of lowest val. loss.
+    common.evaluate_best_checkpoint(config, s["best_checkpoint"])
 
   config.images = ml_collections.ConfigDict()
   config.images.num_examples = 4             # Rows of the image grid; 0 = none.

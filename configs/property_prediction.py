@@ -104,7 +104,6 @@ def build(setting: str, arg: str | None = None, **arg_defaults) -> ml_collection
       mesh_lr_per_entry=s["mesh_lr_per_entry"], mesh_lr=s["mesh_lr"],
       framework_defaults=s["framework_defaults"])
 
-  config.evaluation = ml_collections.ConfigDict()
   config.evaluation.thresholds = "inf,1,0.5,0.25,0.125,0.0625"  # Scene units (CLEVR: [-3, 3]).
   config.evaluation.test_split = s["test_split"]
 

@@ -4,7 +4,8 @@ r"""Converts an official MESH PyTorch checkpoint into a workdir that main.py can
       --config=configs/multi_dsprites.py:attention=mesh --workdir=W \
       --config.model.slot_attention.framework_defaults=torch [--config.X=Y ...]
   python main.py --config=configs/multi_dsprites.py:attention=mesh --workdir=W \
-      --config.model.slot_attention.framework_defaults=torch --config.mode=eval
+      --config.model.slot_attention.framework_defaults=torch --config.mode=eval \
+      --config.evaluation.checkpoint=latest
 
 The official code (github davzha/MESH, run_object_discovery.py) trains
 `SlotAttentionObjectDiscovery` inside a Lightning module (attribute `net`); its checkpoints
@@ -31,7 +32,9 @@ config's model in any case. The LayerNorm epsilon of PyTorch (1e-5) needs
 
 The workdir gets an orbax checkpoint at --step (default 0) holding the converted parameters,
 a fresh optimizer state and the config's PRNG key (so that training there fine-tunes the
-official weights), config.json, and official_checkpoint.json (source, prefix, kwargs).
+official weights), config.json, and official_checkpoint.json (source, prefix, kwargs). It is
+an ordinary (latest) checkpoint, not a best one: the MESH configs evaluate their best
+checkpoint by default, hence --config.evaluation.checkpoint=latest above.
 """
 from __future__ import annotations
 
@@ -278,8 +281,8 @@ def main(argv):
                  step=f.step, allow_config_mismatch=f.allow_config_mismatch,
                  source=os.path.abspath(f.state_dict))
   print(f"Wrote the official weights as step {step} in {f.workdir}; evaluate with\n  python "
-        f"main.py --config=... --workdir={f.workdir} --config.mode=eval (same config and "
-        "overrides as here)")
+        f"main.py --config=... --workdir={f.workdir} --config.mode=eval "
+        "--config.evaluation.checkpoint=latest (same config and overrides as here)")
 
 
 if __name__ == "__main__":

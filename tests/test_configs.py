@@ -187,5 +187,36 @@ class FrameworkDefaultsTest(parameterized.TestCase):
         self.assertEqual(config.model.slot_attention.framework_defaults, style, setting)
 
 
+# Configs of MESH settings, whose reference tests the checkpoint of lowest validation loss.
+MESH_PROTOCOL = ("multi_dsprites", "clevrtex", "clevrtex_mesh", "clevrer")
+
+
+class EvaluatedCheckpointTest(parameterized.TestCase):
+  """checkpoint_best_metric, checkpoint_best_mode and evaluation.checkpoint in every config."""
+
+  @parameterized.named_parameters(*[(os.path.basename(f)[:-3], f) for f in CONFIG_FILES])
+  def test_fields(self, path):
+    name = os.path.basename(path)[:-3]
+    module = _load(path)
+    for arg in (None, "runlocal=1"):
+      config = module.get_config(arg)
+      fields = (config.checkpoint_best_metric, config.checkpoint_best_mode,
+                config.evaluation.checkpoint)
+      if name in MESH_PROTOCOL:
+        self.assertEqual(fields, ("loss", "min", "best"), arg)
+        self.assertIn("lowest validation loss", module.__doc__)
+        self.assertNotIn("evaluates the workdir's latest checkpoint", module.__doc__)
+      else:
+        self.assertEqual(fields, ("", "min", "latest"), arg)
+
+  def test_builder_settings_of_mesh(self):
+    from configs import object_discovery  # pylint: disable=g-import-not-at-top
+    for setting in object_discovery.SETTINGS:
+      which = object_discovery.build(setting).evaluation.checkpoint
+      self.assertEqual(which, "best" if setting in MESH_PROTOCOL else "latest", setting)
+    from configs import shapes_video  # pylint: disable=g-import-not-at-top
+    self.assertEqual(shapes_video.get_config().evaluation.checkpoint, "latest")
+
+
 if __name__ == "__main__":
   absltest.main()

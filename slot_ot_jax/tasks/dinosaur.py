@@ -19,7 +19,8 @@ ground truth: FG-ARI, ARI (background included; Krimmel Table 1), FG-mIoU and th
 MSE ("loss"), over `config.evaluation.dataset` (e.g. MOVi-D for the zero-shot transfer of
 Table 1, 24 slots) with `config.evaluation.num_slots` slots; `evaluation.slot_counts`
 ("7,11,15") adds fg_ari_slots{k}, ari_slots{k}, fg_miou_slots{k} for each k.
-`config.mode="eval"` evaluates the workdir's latest checkpoint on `evaluation.test_split`.
+`config.mode="eval"` evaluates a checkpoint of the workdir (`evaluation.checkpoint`: the latest
+or the best) on `evaluation.test_split`.
 """
 # No `from __future__ import annotations`: clu reads the Collection field annotations.
 import functools

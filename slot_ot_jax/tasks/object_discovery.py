@@ -23,8 +23,9 @@ Image summaries at every evaluation (first eval batch): one grid, a row per exam
 input, the reconstruction, the hard segmentation, the per-slot alpha masks and the attention
 maps of the last slot-attention iteration (the trainer writes it to TensorBoard and as PNG).
 
-`config.mode="eval"` makes the trainer evaluate the workdir's latest checkpoint on
-`config.evaluation.test_split` instead of training (see `train.evaluate_checkpoint`).
+`config.mode="eval"` makes the trainer evaluate a checkpoint of the workdir (the latest, or
+the best one with `config.evaluation.checkpoint="best"`) on `config.evaluation.test_split`
+instead of training (see `train.evaluate_checkpoint`).
 """
 # No `from __future__ import annotations`: clu reads the Collection field annotations.
 import functools

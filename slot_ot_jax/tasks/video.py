@@ -27,7 +27,8 @@ the reference's definitions and ours (docs/evaluation.md):
                 configs); "videos": over the frames of each video, then videos (default).
 Image summaries: a grid of
 both frames of the first examples (input, reconstruction, segmentation, per-slot masks).
-`config.mode="eval"` evaluates the workdir's latest checkpoint on `evaluation.test_split`.
+`config.mode="eval"` evaluates a checkpoint of the workdir (`evaluation.checkpoint`: the latest
+or the best) on `evaluation.test_split`.
 """
 # No `from __future__ import annotations`: clu reads the Collection field annotations.
 import dataclasses

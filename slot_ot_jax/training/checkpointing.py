@@ -3,6 +3,10 @@ the workdir lock.
 
 Layout of a workdir:
   <workdir>/checkpoints/<step>/   orbax checkpoints of the train state, the last few kept
+  <workdir>/checkpoints_best/<step>/
+                                  with `config.checkpoint_best_metric` set: the state of the
+                                  best evaluation so far (one kept), and best.json beside it
+                                  (step, metric, mode, value)
   <workdir>/config.json           the config of the run that started the workdir (never
                                   overwritten on resume)
   <workdir>/config_resumed_at_<step>.json
@@ -21,6 +25,10 @@ Promises (docs/reliability.md):
     parameters; no older checkpoint is tried, since they share the config.
   * Other config differences on resume are a `ConfigChangedError` unless allowed; the
     bookkeeping fields in `RESUME_SAFE_FIELDS` (intervals, length of the run) may change.
+  * `BestCheckpointer` keeps the state of the best periodic evaluation (lowest or highest
+    `config.checkpoint_best_metric`); a worse later evaluation never replaces it, the value
+    to beat is read back on resume (stored in the checkpoint's own metadata), and it is
+    what mode=eval restores with `config.evaluation.checkpoint="best"`.
   * `WorkdirLock`: one trainer per workdir; a stale lock (dead process, or no heartbeat
     from another host for `LOCK_STALE_AFTER_S`) is taken over with a warning.
 """
@@ -28,6 +36,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import signal
 import socket
@@ -45,12 +54,17 @@ import orbax.checkpoint as ocp
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
+BEST_CHECKPOINT_DIR = "checkpoints_best"
+BEST_RECORD_FILE = "best.json"  # In BEST_CHECKPOINT_DIR.
 DAMAGED_DIR = "checkpoints_damaged"
 LOCK_FILE = "train.lock"
 # Config fields that may differ on resume without --allow_config_change: how often to log,
-# evaluate and checkpoint, how many checkpoints to keep, and where the run stops.
+# evaluate and checkpoint, how many checkpoints to keep, where the run stops, and which
+# checkpoint counts as the best and which one mode=eval evaluates (none of them changes the
+# trained state; a changed best metric or mode starts the best checkpoint over).
 RESUME_SAFE_FIELDS = ("num_train_steps", "log_every_steps", "eval_every_steps",
-                      "checkpoint_every_steps", "checkpoints_to_keep")
+                      "checkpoint_every_steps", "checkpoints_to_keep",
+                      "checkpoint_best_metric", "checkpoint_best_mode", "evaluation.checkpoint")
 # The holder of a lock refreshes its modification time this often; a lock of another host
 # not refreshed for LOCK_STALE_AFTER_S is stale (its PID cannot be checked from here).
 LOCK_HEARTBEAT_S = 30.0
@@ -128,19 +142,28 @@ def _shape_mismatches(saved: Mapping[str, Any], expected: Mapping[str, Any]) -> 
   return lines
 
 
-class Checkpointer:
-  """Saves and restores the train state (a dict of arrays) in `<workdir>/checkpoints`."""
+def _absolute(workdir: epath.PathLike) -> epath.Path:
+  # orbax writes through tensorstore, which needs an absolute path.
+  path = epath.Path(workdir)
+  if not path.is_absolute() and "://" not in str(workdir):
+    path = epath.Path(os.path.abspath(str(workdir)))
+  return path
 
-  def __init__(self, workdir: epath.PathLike, config: ml_collections.ConfigDict):
-    # orbax writes through tensorstore, which needs an absolute path.
-    self.workdir = epath.Path(workdir)
-    if not self.workdir.is_absolute() and "://" not in str(workdir):
-      self.workdir = epath.Path(os.path.abspath(str(workdir)))
+
+class Checkpointer:
+  """Saves and restores the train state (a dict of arrays) in `<workdir>/checkpoints`
+  (or another folder of the workdir, `subdir`)."""
+
+  def __init__(self, workdir: epath.PathLike, config: ml_collections.ConfigDict, *,
+               subdir: str = CHECKPOINT_DIR, max_to_keep: int | None = None):
+    """`max_to_keep` defaults to `config.checkpoints_to_keep`."""
+    self.workdir = _absolute(workdir)
     self.config_dict = json.loads(config.to_json_best_effort())
     self.manager = ocp.CheckpointManager(
-        self.workdir / CHECKPOINT_DIR,
-        options=ocp.CheckpointManagerOptions(max_to_keep=config.checkpoints_to_keep,
-                                             create=True),
+        self.workdir / subdir,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=config.checkpoints_to_keep if max_to_keep is None else max_to_keep,
+            create=True),
         # Registered up front so that metadata can be read before the first restore.
         item_handlers=ocp.StandardCheckpointHandler())
 
@@ -318,8 +341,11 @@ class Checkpointer:
     elif changed:
       (self.workdir / f"config_resumed_at_{resumed_from}.json").write_text(text)
 
-  def save(self, step: int, state: Mapping[str, Any]) -> None:
+  def save(self, step: int, state: Mapping[str, Any],
+           custom_metadata: Mapping[str, Any] | None = None) -> None:
     """Starts an asynchronous save of `state` under `step` (no-op if it exists).
+
+    `custom_metadata` (JSON values) is stored with the checkpoint, in its orbax metadata.
 
     Raises:
       FloatingPointError: if any leaf of `state` holds a NaN or an infinity (nothing is
@@ -332,7 +358,8 @@ class Checkpointer:
       raise FloatingPointError(
           f"Refusing to save the state of step {step}: {len(bad)} leaves hold NaN or "
           f"infinity (e.g. {', '.join(bad[:3])}).")
-    self.manager.save(step, args=ocp.args.StandardSave(dict(state)), force=True)
+    self.manager.save(step, args=ocp.args.StandardSave(dict(state)), force=True,
+                      custom_metadata=dict(custom_metadata) if custom_metadata else None)
 
   def wait(self) -> None:
     self.manager.wait_until_finished()
@@ -340,6 +367,150 @@ class Checkpointer:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def better(value: float, best: float | None, mode: str) -> bool:
+  """Whether `value` beats `best` (None: nothing to beat) in `mode` ("min" or "max"); a NaN
+  or an infinity never does."""
+  if not math.isfinite(value):
+    return False
+  return best is None or (value < best if mode == "min" else value > best)
+
+
+class BestCheckpointer(Checkpointer):
+  """The train state of the best periodic evaluation so far, in `<workdir>/checkpoints_best`.
+
+  `update(step, value, state)`, called after each evaluation during training, saves the
+  state when `value` (of the evaluation metric `config.checkpoint_best_metric`) beats the
+  best so far: lower with `config.checkpoint_best_mode="min"`, higher with "max". One
+  checkpoint is kept; orbax removes the previous best only once the new one is complete.
+  The metric, mode and value go into the checkpoint's own orbax metadata, so that a resumed
+  run reads back the value to beat; `best.json` beside it repeats them (and the step) for
+  people and scripts. Saves are waited for (evaluations are rare), so best.json never names
+  a checkpoint still being written. Non-finite states are refused as by `Checkpointer.save`.
+  """
+
+  def __init__(self, workdir: epath.PathLike, config: ml_collections.ConfigDict):
+    super().__init__(workdir, config, subdir=BEST_CHECKPOINT_DIR, max_to_keep=1)
+    self.metric = str(config.get("checkpoint_best_metric", "") or "")
+    self.mode = str(config.get("checkpoint_best_mode", "min"))
+    self.best = self.read_record()
+
+  @property
+  def directory(self) -> epath.Path:
+    return epath.Path(self.manager.directory)
+
+  def read_record(self) -> dict[str, Any] | None:
+    """{"step", "metric", "mode", "value"} of the kept checkpoint, from its metadata (else
+    from best.json if that names the same step); None if there is no best checkpoint or
+    nothing says what it scored (with a warning)."""
+    step = self.manager.latest_step()
+    if step is None:
+      return None
+    try:
+      found = dict(self.manager.metadata(step).custom_metadata or {})
+    except Exception:  # pylint: disable=broad-except
+      found = {}
+    if "value" not in found:
+      try:
+        saved = json.loads((self.directory / BEST_RECORD_FILE).read_text())
+      except (OSError, ValueError):
+        saved = {}
+      found = saved if isinstance(saved, dict) and saved.get("step") == step else {}
+    if not isinstance(found.get("value"), (int, float)):
+      logging.warning("The best checkpoint at step %d in %s has no readable record of its "
+                      "score.", step, self.directory)
+      return None
+    return {"step": step, "metric": found.get("metric"), "mode": found.get("mode"),
+            "value": float(found["value"])}
+
+  def start(self, fresh: bool) -> None:
+    """Before training: the value to beat is the kept checkpoint's, unless training starts
+    from scratch (`fresh`) or the kept one was picked by another metric or mode; then the
+    next evaluation replaces it (with a warning)."""
+    record = self.best
+    if record is None:
+      return
+    if fresh or (record["metric"], record["mode"]) != (self.metric, self.mode):
+      reason = ("training starts from scratch" if fresh else
+                f"it was picked by {record['metric']} ({record['mode']}), this run picks by "
+                f"{self.metric} ({self.mode})")
+      logging.warning("The best checkpoint (step %d) in %s is kept until the next evaluation "
+                      "replaces it: %s.", record["step"], self.directory, reason)
+      self.best = None
+    else:
+      logging.info("Best checkpoint so far: step %d, %s=%.6g.", record["step"], self.metric,
+                   record["value"])
+
+  def update(self, step: int, value: float, state: Mapping[str, Any]) -> bool:
+    """Saves `state` (of `step`) as the best checkpoint if `value` beats the best so far.
+
+    Returns:
+      Whether it was saved.
+
+    Raises:
+      FloatingPointError: if a leaf of `state` holds a NaN or an infinity (nothing saved).
+    """
+    value = float(value)
+    if not better(value, None if self.best is None else self.best["value"], self.mode):
+      return False
+    if step in self.manager.all_steps():  # A replaced best of another run or metric.
+      self.manager.delete(step)
+    record = {"step": step, "metric": self.metric, "mode": self.mode, "value": value}
+    self.save(step, state, custom_metadata={k: record[k] for k in ("metric", "mode", "value")})
+    self.wait()
+    if jax.process_index() == 0:
+      (self.directory / BEST_RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    self.best = record
+    logging.info("New best checkpoint at step %d: %s=%.6g (%s).", step, self.metric, value,
+                 self.directory)
+    return True
+
+  def restore_best(self, abstract_state: Mapping[str, Any]
+                   ) -> tuple[int, dict[str, Any], dict[str, Any] | None]:
+    """(step, state, record or None) of the kept best checkpoint.
+
+    Raises:
+      FileNotFoundError: if there is none.
+      IncompatibleCheckpointError: if it cannot hold the state of the current config.
+      CheckpointRestoreError: if it is damaged.
+    """
+    step = self.manager.latest_step()
+    if step is None:
+      raise FileNotFoundError(missing_best_message(self.directory))
+    try:
+      state = self.restore(step, abstract_state)
+    except IncompatibleCheckpointError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      reason = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
+      raise CheckpointRestoreError(
+          f"The best checkpoint (step {step}) in {self.directory} cannot be restored "
+          f"({reason}); nothing was changed. To evaluate the latest checkpoint instead, pass "
+          "--config.evaluation.checkpoint=latest.") from e
+    return step, state, self.best
+
+
+def missing_best_message(directory: epath.PathLike) -> str:
+  return (f"No best checkpoint to evaluate in {directory}: config.evaluation.checkpoint="
+          "'best' evaluates the state that training kept there for its best evaluation of "
+          "config.checkpoint_best_metric, and this workdir has none (trained without "
+          "checkpoint_best_metric, or not evaluated yet). Train with "
+          "--config.checkpoint_best_metric=loss (same --workdir), or evaluate the latest "
+          "checkpoint with --config.evaluation.checkpoint=latest.")
+
+
+def open_best(workdir: epath.PathLike, config: ml_collections.ConfigDict) -> BestCheckpointer:
+  """The best checkpoint of `workdir`, for reading.
+
+  Raises:
+    FileNotFoundError: if the workdir has no best checkpoint (naming the folder and the
+      config fields), without creating anything.
+  """
+  directory = _absolute(workdir) / BEST_CHECKPOINT_DIR
+  if not directory.exists() or not any(p.name.isdigit() for p in directory.iterdir()):
+    raise FileNotFoundError(missing_best_message(directory))
+  return BestCheckpointer(workdir, config)
 
 
 class PreemptionGuard:

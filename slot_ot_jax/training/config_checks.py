@@ -14,11 +14,15 @@ What is checked:
   * every other integer field whose name says it is a count (`num_*`, `*_steps`,
     `*_size`, `*_iters`, `*_slots`, `*_objects`, `*_epochs`, `*_examples`): >= 0;
     limits (`max_*`): >= -1, where -1 means no limit;
-  * fields computed by a reference (e.g. steps from epochs) that cannot be computed.
+  * fields computed by a reference (e.g. steps from epochs) that cannot be computed;
+  * the choices of the best checkpoint (`checkpoint_best_metric`, `checkpoint_best_mode`,
+    `evaluation.checkpoint`): a known mode, a metric the task evaluates, and "best" only with
+    a metric to pick it by.
 A field that a config leaves at None (a placeholder meaning "the default") is not checked.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from typing import Any, Mapping
@@ -70,6 +74,10 @@ MODEL_RANGES: dict[str, Range] = {
     "model.slot_attention.marginal_scale": _float(0.0, open_min=True),
     "evaluation.num_slots": _int(1),
 }
+
+# Which way the metric of the best checkpoint improves, and what mode=eval evaluates.
+BEST_MODES = ("min", "max")
+EVAL_CHECKPOINTS = ("latest", "best")
 
 _COUNT_NAME = re.compile(r"^num_|_(steps|size|iters|slots|objects|epochs|examples)$")
 
@@ -138,15 +146,59 @@ def _leaves(config, prefix: str = ""):
       yield f"{prefix}{key}", value
 
 
+def eval_metric_names(task: Any) -> list[str] | None:
+  """Names of the task's evaluation metrics (the fields of its `eval_metrics` Collection),
+  or None if they cannot be read without running it."""
+  metrics = getattr(task, "eval_metrics", None)
+  if metrics is None or not dataclasses.is_dataclass(metrics):
+    return None
+  # clu's own bookkeeping fields (`_reduction_counter`) are not metrics.
+  return sorted(field.name for field in dataclasses.fields(metrics)
+                if not field.name.startswith("_"))
+
+
+def _best_checkpoint_problems(config, task) -> list[str]:
+  """Problems of the fields that choose and use the best checkpoint (see checkpointing.py)."""
+  problems = []
+  _, metric = _lookup(config, "checkpoint_best_metric")
+  metric = "" if metric is None else metric
+  present, mode = _lookup(config, "checkpoint_best_mode")
+  if present and mode not in BEST_MODES:
+    problems.append(f"config.checkpoint_best_mode={mode!r}: must be one of "
+                    f"{', '.join(map(repr, BEST_MODES))}.")
+  if not isinstance(metric, str):
+    problems.append(f"config.checkpoint_best_metric={metric!r}: must be a metric name (a "
+                    "string), or \"\" for no best checkpoint.")
+  elif metric and task is not None:
+    names = eval_metric_names(task)
+    if names is not None and metric not in names:
+      problems.append(f"config.checkpoint_best_metric={metric!r}: not an evaluation metric of "
+                      f"task {config.get('task')!r}; valid metrics: {', '.join(names)}.")
+  present, which = _lookup(config, "evaluation.checkpoint")
+  if present:
+    if which not in EVAL_CHECKPOINTS:
+      problems.append(f"config.evaluation.checkpoint={which!r}: must be one of "
+                      f"{', '.join(map(repr, EVAL_CHECKPOINTS))}.")
+    elif which == "best" and not metric:
+      problems.append("config.evaluation.checkpoint='best' needs config.checkpoint_best_metric "
+                      "(the evaluation metric that picks the best checkpoint during training, "
+                      "e.g. \"loss\"); set it, or evaluate the latest checkpoint with "
+                      "config.evaluation.checkpoint='latest'.")
+  return problems
+
+
 def validate_config(config: ml_collections.ConfigDict, task: Any = None) -> None:
-  """Checks every count and step field of `config` (see the module docstring).
+  """Checks every count and step field of `config` and the best-checkpoint choices (see the
+  module docstring).
 
   Args:
     config: the experiment config.
-    task: the `Task` of the config; its `config_ranges()` adds task-specific counts.
+    task: the `Task` of the config; its `config_ranges()` adds task-specific counts, its
+      `eval_metrics` the metrics `checkpoint_best_metric` may name.
 
   Raises:
-    ConfigError: listing every field out of range with its valid range.
+    ConfigError: listing every field out of range with its valid range (and every invalid
+      choice with the valid ones).
   """
   ranges: dict[str, Range] = {**TRAINER_RANGES, **MODEL_RANGES}
   if task is not None and hasattr(task, "config_ranges"):
@@ -173,5 +225,6 @@ def validate_config(config: ml_collections.ConfigDict, task: Any = None) -> None
         problems.append(f"config.{path}={value!r}: {_describe(_int(-1))[:-1]} (-1: no limit).")
     elif _COUNT_NAME.search(name) and value < 0:
       problems.append(f"config.{path}={value!r}: {_describe(_int(0))}")
+  problems.extend(_best_checkpoint_problems(config, task))
   if problems:
     raise ConfigError("Invalid config:\n  " + "\n  ".join(problems))

@@ -15,7 +15,10 @@ The experiment comes from the task registry (`slot_ot_jax/tasks/base.py`, select
 * Checkpoints (`slot_ot_jax/training/checkpointing.py`): automatic resume from the newest
   checkpoint of the workdir that restores (damaged newer ones are skipped, named and moved
   aside), saves every `config.checkpoint_every_steps`, at the end and on SIGTERM or SIGINT
-  (Ctrl-C; a second one aborts without saving).
+  (Ctrl-C; a second one aborts without saving). With `config.checkpoint_best_metric` set (an
+  evaluation metric of the task, e.g. "loss"), the state of the best periodic evaluation
+  (`config.checkpoint_best_mode`: "min" or "max") is also kept, in
+  `<workdir>/checkpoints_best/` (`checkpointing.BestCheckpointer`).
 * Reliability (docs/reliability.md): the config is range-checked first
   (`config_checks.validate_config`); one trainer per workdir (`checkpointing.WorkdirLock`);
   a resume under a changed config is an error unless `allow_config_change`, and
@@ -32,7 +35,8 @@ The experiment comes from the task registry (`slot_ot_jax/tasks/base.py`, select
   the task gets the first evaluation batch replicated on every device, so that it can read
   it whole in every process.
 * `config.mode == "eval"` (configs that define it): no training; the latest checkpoint of
-  the workdir is evaluated (`evaluate_checkpoint`, results in `<workdir>/eval_metrics.json`;
+  the workdir is evaluated, or with `config.evaluation.checkpoint="best"` the best one
+  (`evaluate_checkpoint`, results in `<workdir>/eval_metrics.json`;
   `Task.write_eval_artifacts` may add files of the task's own, e.g. a cardinality sweep).
 """
 from __future__ import annotations
@@ -257,6 +261,27 @@ def _scalar_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return {k: v for k, v in flat.items() if isinstance(v, (bool, int, float, str))}
 
 
+def _best_metric(config: ml_collections.ConfigDict) -> str:
+  """The evaluation metric that picks the best checkpoint; "" when none is kept."""
+  return str(config.get("checkpoint_best_metric", "") or "")
+
+
+def _eval_checkpoint(config: ml_collections.ConfigDict) -> str:
+  """Which checkpoint mode=eval evaluates: "latest" or "best"."""
+  evaluation = config.get("evaluation", None)
+  return str(evaluation.get("checkpoint", "latest")) if evaluation is not None else "latest"
+
+
+def _update_best(best: checkpointing.BestCheckpointer, step: int,
+                 eval_results: dict[str, float], state: TrainState) -> None:
+  """Keeps `state` as the best checkpoint if its evaluation beats the best so far."""
+  if best.metric not in eval_results:
+    raise config_checks.ConfigError(
+        f"config.checkpoint_best_metric={best.metric!r} is not among the evaluation metrics "
+        f"of task {best.config_dict.get('task')!r}: {', '.join(sorted(eval_results))}.")
+  best.update(step, eval_results[best.metric], state.as_dict())
+
+
 def _validated_task(config: ml_collections.ConfigDict) -> tasks.Task:
   """The task of `config`, after the range checks of every count (config_checks).
 
@@ -287,9 +312,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       config is written as config_resumed_at_<step>.json).
 
   Returns:
-    The content of final_metrics.json: {"step", "eval": {metric: value}, "report", timings},
-    or {"preempted": True, "step": ..., "signal": "SIGTERM" | "SIGINT"} when stopped by a
-    signal (a checkpoint was saved).
+    The content of final_metrics.json: {"step", "checkpoint": "latest", "eval": {metric:
+    value}, "report", timings}, plus "best_checkpoint" ({"step", "metric", "mode", "value"})
+    when `config.checkpoint_best_metric` is set; or {"preempted": True, "step": ...,
+    "signal": "SIGTERM" | "SIGINT"} when stopped by a signal (a checkpoint was saved).
 
   Raises:
     config_checks.ConfigError: a count or step field is out of range (all are listed).
@@ -318,6 +344,7 @@ def _train_and_evaluate(config, task, workdir, devices, guard,
   task.check_ready()
   trainer = Trainer(config, task, list(devices) if devices is not None else jax.devices())
   checkpointer = checkpointing.Checkpointer(workdir, config)
+  best = None
   try:
     found = checkpointer.restore_latest(trainer.abstract_state_dict())
     resumed_from, changed = None, []
@@ -332,8 +359,13 @@ def _train_and_evaluate(config, task, workdir, devices, guard,
       logging.info("Resuming from the checkpoint at step %d in %s.", resumed_from, workdir)
       state = TrainState(**found[1])
     checkpointer.write_config(resumed_from, changed=bool(changed))
+    if _best_metric(config):
+      best = checkpointing.BestCheckpointer(workdir, config)
+      best.start(fresh=found is None)
   except BaseException:
     checkpointer.close()
+    if best is not None:
+      best.close()
     raise
   initial_step = int(state.step)
   num_steps = int(config.num_train_steps)
@@ -369,6 +401,9 @@ def _train_and_evaluate(config, task, workdir, devices, guard,
         with report_progress.timed("eval"):
           eval_results = trainer.evaluate(state, writer, done, workdir / IMAGES_DIR)
         writer.write_scalars(done, {f"eval/{k}": v for k, v in eval_results.items()})
+        if best is not None:
+          with report_progress.timed("checkpoint"):
+            _update_best(best, done, eval_results, state)
       stop = guard.should_stop(done)
       if done % config.checkpoint_every_steps == 0 or is_last or stop:
         _check_finite(pending, checkpointer)
@@ -382,6 +417,8 @@ def _train_and_evaluate(config, task, workdir, devices, guard,
     _check_finite(pending, checkpointer)
   finally:
     checkpointer.close()
+    if best is not None:
+      best.close()
     writer.flush()
 
   if eval_results is None:  # Nothing left to train: evaluate the restored state.
@@ -389,6 +426,7 @@ def _train_and_evaluate(config, task, workdir, devices, guard,
   t_end = time.time()
   result = {
       "step": int(state.step),
+      "checkpoint": "latest",  # The final state, evaluated on the split used in training.
       "eval": eval_results,
       "report": task.report(eval_results),
       "resumed_from_step": initial_step,
@@ -396,6 +434,8 @@ def _train_and_evaluate(config, task, workdir, devices, guard,
       "train_time_s": round(t_end - t_train, 2),
       "wall_time_s": round(t_end - t_start, 2),
   }
+  if best is not None:
+    result["best_checkpoint"] = best.best  # {"step", "metric", "mode", "value"} or None.
   logging.info("Final evaluation at step %d: %s", result["step"], result["report"])
   if jax.process_index() == 0:
     (workdir / FINAL_METRICS_FILE).write_text(json.dumps(result, indent=2))
@@ -405,17 +445,23 @@ def _train_and_evaluate(config, task, workdir, devices, guard,
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
                         *, devices: Sequence[jax.Device] | None = None) -> dict[str, Any]:
-  """Evaluation only: restores the latest checkpoint of `workdir` and evaluates it.
+  """Evaluation only: restores a checkpoint of `workdir` and evaluates it.
 
   What is evaluated is the task's business (e.g. the test split when `config.mode` is
   "eval"). Scalars go to TensorBoard under `eval/`, images to `<workdir>/images/`, and
-  `<workdir>/eval_metrics.json` holds {"step", "eval", "report", "wall_time_s"}.
+  `<workdir>/eval_metrics.json` holds {"step", "checkpoint", "eval", "report",
+  "wall_time_s"}, with "best" (metric, mode and value of the evaluation that picked it) when
+  the best checkpoint was evaluated.
 
-  The newest checkpoint that restores is evaluated; damaged newer ones are skipped with a
-  warning (and left in place: evaluation changes nothing in the checkpoints).
+  `config.evaluation.checkpoint` chooses the checkpoint: "latest" (default), the newest one
+  of `<workdir>/checkpoints` that restores (damaged newer ones are skipped with a warning and
+  left in place: evaluation changes nothing in the checkpoints); "best", the one training
+  kept in `<workdir>/checkpoints_best` for its best evaluation of
+  `config.checkpoint_best_metric` (as the MESH reference tests the checkpoint of lowest
+  validation loss).
 
   Raises:
-    FileNotFoundError: if the workdir holds no checkpoint.
+    FileNotFoundError: if the workdir holds no checkpoint (of the kind asked for).
     checkpointing.IncompatibleCheckpointError: if it cannot hold the state of `config`.
     checkpointing.CheckpointRestoreError: checkpoints exist but none restores.
   """
@@ -423,27 +469,40 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   workdir = epath.Path(workdir)
   task = _validated_task(config)
   task.check_ready()
-  checkpointer = checkpointing.Checkpointer(workdir, config)
+  which = _eval_checkpoint(config)
+  if which == "best":
+    checkpointer = checkpointing.open_best(workdir, config)
+  else:
+    checkpointer = checkpointing.Checkpointer(workdir, config)
+  record = None
   try:
     trainer = Trainer(config, task, list(devices) if devices is not None else jax.devices())
-    found = checkpointer.restore_latest(trainer.abstract_state_dict())
+    if which == "best":
+      found = checkpointer.restore_best(trainer.abstract_state_dict())
+      record = found[2]
+    else:
+      found = checkpointer.restore_latest(trainer.abstract_state_dict())
     if found is None:
       raise FileNotFoundError(
           f"No checkpoint to evaluate in {workdir / checkpointing.CHECKPOINT_DIR}; train "
           "first with the same --workdir (and mode=train).")
-    latest = found[0]
+    step = found[0]
     state = TrainState(**found[1])
   finally:
     checkpointer.close()
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-  eval_results = trainer.evaluate(state, writer, latest, workdir / IMAGES_DIR / "eval_only")
-  eval_results = task.write_eval_artifacts(eval_results, step=latest, workdir=str(workdir),
+  eval_results = trainer.evaluate(state, writer, step, workdir / IMAGES_DIR / "eval_only")
+  eval_results = task.write_eval_artifacts(eval_results, step=step, workdir=str(workdir),
                                            writer=writer)
-  writer.write_scalars(latest, {f"eval/{k}": v for k, v in eval_results.items()})
+  writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_results.items()})
   writer.close()
-  result = {"step": latest, "eval": eval_results, "report": task.report(eval_results),
+  result = {"step": step, "checkpoint": which, "eval": eval_results,
+            "report": task.report(eval_results),
             "wall_time_s": round(time.time() - t_start, 2)}
-  logging.info("Evaluation of the checkpoint at step %d: %s", latest, result["report"])
+  if which == "best":
+    result["best"] = ({k: record[k] for k in ("metric", "mode", "value")} if record
+                      else None)
+  logging.info("Evaluation of the %s checkpoint at step %d: %s", which, step, result["report"])
   if jax.process_index() == 0:
     (workdir / EVAL_METRICS_FILE).write_text(json.dumps(result, indent=2))
   return result
