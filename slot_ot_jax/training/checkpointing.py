@@ -150,6 +150,12 @@ def _absolute(workdir: epath.PathLike) -> epath.Path:
   return path
 
 
+def _failure_reason(error: BaseException) -> str:
+  """The error's type and the first line of its message (at most 300 characters)."""
+  first = (str(error).strip().splitlines() or [""])[0][:300]
+  return f"{type(error).__name__}: {first}"
+
+
 class Checkpointer:
   """Saves and restores the train state (a dict of arrays) in `<workdir>/checkpoints`
   (or another folder of the workdir, `subdir`)."""
@@ -249,7 +255,7 @@ class Checkpointer:
       except IncompatibleCheckpointError:
         raise
       except Exception as e:  # pylint: disable=broad-except
-        reason = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
+        reason = _failure_reason(e)
         logging.warning("The checkpoint at step %d in %s cannot be restored (%s); trying "
                         "the previous one.", step, self.manager.directory, reason)
         skipped.append((step, reason))
@@ -483,7 +489,7 @@ class BestCheckpointer(Checkpointer):
     except IncompatibleCheckpointError:
       raise
     except Exception as e:  # pylint: disable=broad-except
-      reason = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
+      reason = _failure_reason(e)
       raise CheckpointRestoreError(
           f"The best checkpoint (step {step}) in {self.directory} cannot be restored "
           f"({reason}); nothing was changed. To evaluate the latest checkpoint instead, pass "
