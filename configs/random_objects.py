@@ -83,7 +83,8 @@ through `ot.emd`). GPU: not measured.
 
 Initialisation: framework_defaults="torch" (docs/reference_defaults.md):
 the MESH reference (PyTorch) of Table 1. The numbers above were measured with Flax's
-initialisers. With these, at sigma = 0.01 (3 seeds, 20k steps, docs/random_objects.md):
+initialisers. With these (3 seeds, 20k steps, docs/random_objects.md): sigma = 0.1 SA-MESH
+0.274 / 0.334 / 0.287 (paper 0.27), SA-SH 0.459 / 0.441 / 0.393 (paper 0.32); sigma = 0.01
 SA-MESH 0.362 / 0.382 / 0.372 (paper 0.31), SA-SH 0.628 / 0.638 / 0.638 (paper 0.41).
 """
 from __future__ import annotations
