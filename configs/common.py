@@ -176,7 +176,9 @@ def slot_attention_kwargs(num_slots, **overrides) -> ml_collections.ConfigDict:
                        f"{', '.join(sorted(kwargs))}.")
     kwargs[key] = value
   check_choice("attention", kwargs.attention, ATTENTIONS)
-  check_choice("framework_defaults", kwargs.framework_defaults, FRAMEWORK_DEFAULTS)
+  # A mixed style "BASE:PART=STYLE,..." (ablations) is checked in full by the modules.
+  check_choice("framework_defaults", str(kwargs.framework_defaults).partition(":")[0],
+               FRAMEWORK_DEFAULTS)
   return kwargs
 
 

@@ -155,6 +155,9 @@ def build(setting: str, arg: str | None = None, **arg_defaults) -> ml_collection
   # core and the loss stay float32).
   config.model.compute_dtype = "float32"
   config.model.kernel_size = 0                  # Hidden conv kernels; 0 = the paper's (5).
+  # Decoder's first layer computed without materialising the broadcast slots (same
+  # parameters, same outputs up to float rounding; False: broadcast then convolve).
+  config.model.fold_broadcast = True
   num_slots = s["max_objects"] + 1
   config.model.slot_attention = common.slot_attention_kwargs(
       num_slots=num_slots, slot_size=s["slot_size"], mlp_size=s["mlp_size"], num_iters=3,

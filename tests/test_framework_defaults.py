@@ -338,5 +338,65 @@ class ModuleWiringTest(_Checks):
           {"params": KEY, "slots": KEY}, jnp.ones((1, 3, 4)))
 
 
+class MixedStyleTest(_Checks):
+  """"BASE:PART=STYLE,...": each named part from its style, the rest from BASE."""
+
+  ALL_TORCH = "flax:" + ",".join(f"{p}=torch" for p in defaults.PARTS)
+  ALL_FLAX = "torch:" + ",".join(f"{p}=flax" for p in defaults.PARTS)
+
+  def test_parts(self):
+    self.assertEqual(defaults.parts("torch"), dict.fromkeys(defaults.PARTS, "torch"))
+    mixed = defaults.parts("flax:epsilon=torch,gru=keras")
+    self.assertEqual((mixed["epsilon"], mixed["gru"], mixed["kernel"]), ("torch", "keras", "flax"))
+    self.assertEqual(defaults.layer_norm("flax:epsilon=torch"), {"epsilon": 1e-5})
+    self.assertEqual(defaults.dense("flax:epsilon=torch", 3), {})
+    self.assertEqual(defaults.layer_norm("torch:epsilon=flax"), {})
+    for bad, match in (("flax:eps=torch", "PART"), ("flax:epsilon=jax", "STYLE"),
+                       ("flax:epsilon", "PART=STYLE"), ("jax:epsilon=torch", "valid values")):
+      with self.assertRaisesRegex(ValueError, match, msg=bad):
+        defaults.check(bad)
+
+  def test_kernel_and_bias_separately(self):
+    kernel_only = defaults.dense("flax:kernel=torch", 4000)
+    w = kernel_only["kernel_init"](KEY, (4000, 8))
+    self.assertUniform(w, 1 / math.sqrt(4000))
+    self.assertZeros(kernel_only["bias_init"](KEY, (3000,)))
+    bias_only = defaults.conv("flax:bias=torch", 40, (5, 5))
+    w = bias_only["kernel_init"](KEY, (5, 5, 40, 64))  # Flax's lecun_normal, unchanged
+    self.assertTrue(np.array_equal(w, nn.initializers.lecun_normal()(KEY, (5, 5, 40, 64))))
+    self.assertUniform(bias_only["bias_init"](KEY, (3000,)), 1 / math.sqrt(1000))
+
+  def test_every_part_named_equals_the_pure_style(self):
+    for mixed, pure in ((self.ALL_TORCH, "torch"), (self.ALL_FLAX, "flax")):
+      for (name, module, args), (_, want_module, _) in zip(_modules(mixed), _modules(pure)):
+        got, eps = _init(module, args)
+        want, want_eps = _init(want_module, args)
+        self.assertEqual(eps, want_eps, name)
+        same = jax.tree_util.tree_map(lambda a, b: bool(np.array_equal(a, b)), got, want)
+        self.assertTrue(all(jax.tree_util.tree_leaves(same)), f"{mixed} {name}")
+
+  def test_one_part_changes_only_its_parameters(self):
+    # SlotAttention with a learned MESH step: every part has parameters here.
+    owner = {"gru": lambda p: "/gru/" in p,
+             "slots": lambda p: "slots_" in p,
+             "mesh_step": lambda p: p.endswith("mesh_lr"),
+             "kernel": lambda p: p.endswith("kernel") and "/gru/" not in p,
+             "bias": lambda p: (p.endswith("bias") and "/gru/" not in p
+                                and "norm" not in p.rsplit("/", 2)[-2])}
+    flat = lambda params: {"/" + "/".join(str(k.key) for k in path): np.asarray(v)
+                           for path, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+    ref = {style: flat(_init(_modules(style)[0][1], _modules(style)[0][2])[0])
+           for style in ("flax", "torch")}
+    for part, owns in owner.items():
+      module, args = _modules(f"flax:{part}=torch")[0][1:]
+      got = flat(_init(module, args)[0])
+      self.assertTrue(any(owns(p) for p in got), part)
+      for path, value in got.items():
+        want = ref["torch" if owns(path) else "flax"][path]
+        self.assertTrue(np.array_equal(value, want), f"{part}: {path}")
+    _, eps = _init(*_modules("flax:epsilon=torch")[0][1:])
+    self.assertEqual(set(eps), {1e-5})
+
+
 if __name__ == "__main__":
   absltest.main()

@@ -132,7 +132,7 @@ class ArchitectureTest(parameterized.TestCase):
       models.object_discovery_modules("clevr10")
 
 
-class ForwardTest(absltest.TestCase):
+class ForwardTest(parameterized.TestCase):
 
   def test_tetrominoes_forward(self):
     # 35 x 35 is decoded at full resolution (stride-1 decoder), so no size arithmetic.
@@ -165,6 +165,34 @@ class ForwardTest(absltest.TestCase):
     self.assertEqual(together.shape, (2, 3, 5, 4, 4))
     alone = jax.jit(decoder.apply)(params, slots[1, 2])
     np.testing.assert_allclose(together[1, 2], alone, atol=1e-5)
+
+  @parameterized.parameters((5, (6, 7), "flax"), (4, (5, 5), "torch"), (3, (4, 6), "keras"))
+  def test_folded_first_layer_equals_broadcast_then_convolve(self, kernel, grid, style):
+    # Same parameter tree and initial values, same outputs and gradients (float rounding).
+    kwargs = dict(broadcast_resolution=grid, channels=(5, 6), strides=(1, 1),
+                  kernel_size=kernel, out_channels=3, framework_defaults=style)
+    folded = models.SpatialBroadcastDecoder(**kwargs)
+    plain = models.SpatialBroadcastDecoder(fold_broadcast=False, **kwargs)
+    slots = jax.random.normal(jax.random.PRNGKey(1), (2, 3, 7))
+    params = folded.init(jax.random.PRNGKey(0), slots)
+    same = jax.tree_util.tree_map(lambda a, b: bool(np.array_equal(a, b)), params,
+                                  plain.init(jax.random.PRNGKey(0), slots))
+    self.assertTrue(all(jax.tree_util.tree_leaves(same)))
+    np.testing.assert_allclose(folded.apply(params, slots), plain.apply(params, slots),
+                               atol=2e-6)
+    grad = lambda m: jax.grad(lambda p, s: jnp.sum(jnp.sin(m.apply(p, s))), (0, 1))(params,
+                                                                                 slots)
+    for a, b in zip(jax.tree_util.tree_leaves(grad(folded)),
+                    jax.tree_util.tree_leaves(grad(plain))):
+      np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
+
+  def test_strided_first_layer_is_not_folded(self):
+    decoder = models.SpatialBroadcastDecoder(broadcast_resolution=(2, 2), channels=(4,),
+                                             strides=(2,))
+    slots = jnp.ones((3, 5))
+    out = decoder.init_with_output(jax.random.PRNGKey(0), slots)[0]
+    ref = decoder.clone(fold_broadcast=False).init_with_output(jax.random.PRNGKey(0), slots)[0]
+    np.testing.assert_array_equal(out, ref)
 
   def test_property_head(self):
     head = models.PropertyPredictionHead()

@@ -241,7 +241,7 @@ class SlotAttention(nn.Module):
     _check("marginals", self.marginals, MARGINALS)
     _check("mesh_objective", self.mesh_objective, MESH_OBJECTIVES)
     _check("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
-    _check("framework_defaults", self.framework_defaults, FRAMEWORK_DEFAULTS)
+    defaults.check(self.framework_defaults)
     if self.cost is not None:
       transport.get_cost_fn(self.cost)
 
@@ -448,7 +448,7 @@ class SlotMLP(nn.Module):
   def __call__(self, features: Array, *, train: bool = False) -> Array:
     del train
     _check("SlotMLP variant", self.variant, ("set_prediction", "object_discovery"))
-    _check("framework_defaults", self.framework_defaults, FRAMEWORK_DEFAULTS)
+    defaults.check(self.framework_defaults)
     dense = lambda width, fan_in: nn.Dense(width, **defaults.dense(self.framework_defaults,
                                                                    fan_in))
     b, _, _, c = features.shape

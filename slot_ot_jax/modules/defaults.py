@@ -60,6 +60,16 @@ one [hidden, hidden] block of an orthogonal [hidden, 3 hidden] matrix (each bloc
 distributed as a block of Keras's matrix; the three blocks come from independent draws).
 
 "flax" passes nothing to the layers, so its parameters are exactly those of Flax's defaults.
+
+Mixed styles, for ablations: "BASE:PART=STYLE[,PART=STYLE...]" takes each named part from
+another style and the rest from BASE, e.g. "flax:epsilon=torch" (Flax's initialisers with
+PyTorch's LayerNorm epsilon) or "torch:gru=flax". The parts (PARTS):
+  epsilon    the LayerNorm epsilon
+  kernel     Dense / Conv / ConvTranspose kernels
+  bias       Dense / Conv / ConvTranspose biases
+  gru        every GRUCell parameter
+  slots      the learned initial slots (slots_mu, slots_log_sigma, per-slot embeddings)
+  mesh_step  the initial value of the learned MESH step
 """
 from __future__ import annotations
 
@@ -71,16 +81,43 @@ import jax
 import jax.numpy as jnp
 
 STYLES = ("flax", "torch", "keras", "ocl")
+PARTS = ("epsilon", "kernel", "bias", "gru", "slots", "mesh_step")
 LAYER_NORM_EPSILON = {"flax": 1e-6, "torch": 1e-5, "keras": 1e-3, "ocl": 1e-5}
 _TORCH_LIKE = ("torch", "ocl")
 
 Initializer = Callable[..., jax.Array]
 
 
+def parts(style: str) -> Dict[str, str]:
+  """The style of each part (PARTS) under `style`, e.g. "flax:epsilon=torch" gives
+  {"epsilon": "torch", "kernel": "flax", ...}; raises ValueError naming the valid values."""
+  if not isinstance(style, str):
+    raise ValueError(f"framework_defaults must be a string, got {style!r}; valid values: "
+                     f"{list(STYLES)} or BASE:PART=STYLE,... with PART in {list(PARTS)}")
+  base, sep, rest = style.partition(":")
+  if base not in STYLES:
+    raise ValueError(f"Unknown framework_defaults {style!r}; valid values: {list(STYLES)}, "
+                     f"or a mixed style BASE:PART=STYLE,... with PART in {list(PARTS)}")
+  out = dict.fromkeys(PARTS, base)
+  if not sep:
+    return out
+  for item in rest.split(","):
+    part, eq, value = item.partition("=")
+    if not eq or part not in PARTS or value not in STYLES:
+      raise ValueError(f"Bad part {item!r} in framework_defaults {style!r}: expected PART=STYLE "
+                       f"with PART in {list(PARTS)} and STYLE in {list(STYLES)}")
+    out[part] = value
+  return out
+
+
 def check(style: str) -> str:
-  if style not in STYLES:
-    raise ValueError(f"Unknown framework_defaults {style!r}; valid values: {list(STYLES)}")
+  """Returns `style` if it is a style of STYLES or a valid mixed style, else raises."""
+  parts(style)
   return style
+
+
+def _part(style: str, name: str) -> str:
+  return parts(style)[name]
 
 
 def uniform(bound: float) -> Initializer:
@@ -127,7 +164,31 @@ def _torch_transpose_kernel(key, shape, dtype=jnp.float32):
 
 def layer_norm(style: str) -> Dict[str, Any]:
   """Keyword arguments of nn.LayerNorm (scale 1 and bias 0 in every framework)."""
-  return {} if check(style) == "flax" else {"epsilon": LAYER_NORM_EPSILON[style]}
+  eps = _part(style, "epsilon")
+  return {} if eps == "flax" else {"epsilon": LAYER_NORM_EPSILON[eps]}
+
+
+def _kernel_init(style: str, torch_kernel: Initializer) -> Initializer:
+  """Kernel initialiser of a Dense / Conv / ConvTranspose under the kernel part's style."""
+  if style == "flax":
+    return nn.initializers.lecun_normal()  # Flax's default for all three layer kinds.
+  return _glorot_uniform_keras if style == "keras" else torch_kernel
+
+
+def _bias_init(style: str, fan_in: int, mlp_block: bool = False) -> Initializer:
+  """Bias initialiser under the bias part's style (PyTorch: U(1/sqrt(fan_in)))."""
+  if style in ("flax", "keras") or (style == "ocl" and mlp_block):
+    return nn.initializers.zeros
+  return uniform(1.0 / math.sqrt(fan_in))
+
+
+def _layer(style: str, torch_kernel: Initializer, fan_in: int,
+           mlp_block: bool = False) -> Dict[str, Any]:
+  kernel, bias = _part(style, "kernel"), _part(style, "bias")
+  if kernel == "flax" and bias == "flax":
+    return {}  # Flax's own defaults, unchanged.
+  return {"kernel_init": _kernel_init(kernel, torch_kernel),
+          "bias_init": _bias_init(bias, fan_in, mlp_block)}
 
 
 def dense(style: str, fan_in: int, *, mlp_block: bool = False) -> Dict[str, Any]:
@@ -136,23 +197,12 @@ def dense(style: str, fan_in: int, *, mlp_block: bool = False) -> Dict[str, Any]
   `mlp_block`: the layer belongs to an MLP that OCL builds with `build_mlp` (zero biases
   under "ocl"; no effect on the other styles).
   """
-  if check(style) == "flax":
-    return {}
-  if style == "keras":
-    return {"kernel_init": _glorot_uniform_keras, "bias_init": nn.initializers.zeros}
-  bias = (nn.initializers.zeros if (style == "ocl" and mlp_block)
-          else uniform(1.0 / math.sqrt(fan_in)))
-  return {"kernel_init": _torch_kernel, "bias_init": bias}
+  return _layer(style, _torch_kernel, fan_in, mlp_block)
 
 
 def conv(style: str, in_features: int, kernel_size: Sequence[int]) -> Dict[str, Any]:
   """Keyword arguments of nn.Conv (PyTorch Conv2d, Keras Conv2D)."""
-  if check(style) == "flax":
-    return {}
-  if style == "keras":
-    return {"kernel_init": _glorot_uniform_keras, "bias_init": nn.initializers.zeros}
-  fan_in = in_features * math.prod(kernel_size)
-  return {"kernel_init": _torch_kernel, "bias_init": uniform(1.0 / math.sqrt(fan_in))}
+  return _layer(style, _torch_kernel, in_features * math.prod(kernel_size))
 
 
 def conv_transpose(style: str, out_features: int, kernel_size: Sequence[int]) -> Dict[str, Any]:
@@ -160,12 +210,7 @@ def conv_transpose(style: str, out_features: int, kernel_size: Sequence[int]) ->
 
   PyTorch's fan-in of a transposed convolution counts its output channels.
   """
-  if check(style) == "flax":
-    return {}
-  if style == "keras":
-    return {"kernel_init": _glorot_uniform_keras, "bias_init": nn.initializers.zeros}
-  fan_in = out_features * math.prod(kernel_size)
-  return {"kernel_init": _torch_transpose_kernel, "bias_init": uniform(1.0 / math.sqrt(fan_in))}
+  return _layer(style, _torch_transpose_kernel, out_features * math.prod(kernel_size))
 
 
 def _keras_recurrent_block(key, shape, dtype=jnp.float32):
@@ -176,7 +221,8 @@ def _keras_recurrent_block(key, shape, dtype=jnp.float32):
 
 def gru(style: str, input_size: int, hidden: int) -> Dict[str, Any]:
   """Keyword arguments of nn.GRUCell with inputs of width `input_size`."""
-  if check(style) == "flax":
+  style = _part(style, "gru")
+  if style == "flax":
     return {}
   if style == "keras":
     return {"kernel_init": uniform(math.sqrt(6.0 / (input_size + 3 * hidden))),
@@ -189,7 +235,8 @@ def gru(style: str, input_size: int, hidden: int) -> Dict[str, Any]:
 def slot_parameter(style: str) -> Initializer:
   """Initialiser of the learned initial slots (slots_mu, slots_log_sigma [1, 1, D], per-slot
   embeddings [K, D]): glorot / xavier uniform with each framework's fans."""
-  if check(style) == "flax":
+  style = _part(style, "slots")
+  if style == "flax":
     return nn.initializers.xavier_uniform()
   return _glorot_uniform_keras if style == "keras" else _xavier_uniform_torch
 
@@ -197,4 +244,4 @@ def slot_parameter(style: str) -> Initializer:
 def learned_mesh_lr(style: str, mesh_lr: float) -> float:
   """Initial value of the learned MESH step: the MESH reference starts it at 1
   (nn.Parameter(torch.ones(1)), whatever its mesh_lr); "flax" keeps `mesh_lr`."""
-  return float(mesh_lr) if check(style) == "flax" else 1.0
+  return float(mesh_lr) if _part(style, "mesh_step") == "flax" else 1.0

@@ -27,8 +27,10 @@ Initialisation: the `framework_defaults` field of every module with parameters (
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import flax.linen as nn
+from flax.linen.dtypes import promote_dtype
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from slot_ot_jax.modules import defaults
 
@@ -111,6 +113,50 @@ class CNNEncoder(nn.Module):
                     **defaults.dense(style, self.mlp_size, mlp_block=True))(x)
 
 
+def _same_taps(height: int, width: int, kernel_size: Tuple[int, int]) -> np.ndarray:
+  """[H, W, kh, kw] 0/1: which taps of a stride-1 "SAME" transposed convolution (lax's
+  padding: ceil((k - 1) / 2) before) read a pixel inside the image at each output pixel."""
+  masks = []
+  for size, k in zip((height, width), kernel_size):
+    before = -(-(k - 1) // 2)
+    pos = np.arange(size)[:, None] + np.arange(k)[None, :] - before     # [size, k]
+    masks.append(((pos >= 0) & (pos < size)).astype(np.float32))
+  return masks[0][:, None, :, None] * masks[1][None, :, None, :]
+
+
+class _BroadcastFirstLayer(nn.Module):
+  """The decoder's first layer (stride 1, "SAME") applied to broadcast slots, without the copies.
+
+  `slots [M, D], position [1, h, w, D] -> [M, h, w, features]`, equal (up to float rounding)
+  to `nn.ConvTranspose(features, kernel_size, padding="SAME")` applied to the broadcast
+  input `slots[:, None, None, :] + position`, and with the same parameters (`kernel [kh, kw,
+  D, features]`, `bias [features]`, same names, shapes and initialisers). The layer is
+  linear, so it splits into the slot term, in which every pixel sees the sum of the kernel
+  taps that fall inside the image (`taps [h, w, kh, kw]`), and the position term, one
+  convolution shared by all M slots: M h w D F multiply-adds for the slots instead of
+  M h w D F kh kw, and no [M, h, w, D] tensor. The reference codes broadcast and convolve.
+  """
+  features: int
+  kernel_size: Tuple[int, int]
+  dtype: Any = jnp.float32
+  kernel_init: Any = nn.initializers.lecun_normal()  # nn.ConvTranspose's defaults
+  bias_init: Any = nn.initializers.zeros
+
+  @nn.compact
+  def __call__(self, slots: Array, position: Array) -> Array:
+    d = slots.shape[-1]
+    kernel = self.param("kernel", self.kernel_init, tuple(self.kernel_size) + (d, self.features),
+                        jnp.float32)
+    bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
+    slots, position, kernel, bias = promote_dtype(slots, position, kernel, bias, dtype=self.dtype)
+    height, width = position.shape[1:3]
+    taps = jnp.asarray(_same_taps(height, width, self.kernel_size), kernel.dtype)
+    summed = jnp.einsum("hwij,ijdf->hwdf", taps, kernel)                  # [h, w, D, F]
+    shared = jax.lax.conv_transpose(position, kernel, (1, 1), "SAME",
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jnp.einsum("md,hwdf->mhwf", slots, summed) + shared + bias
+
+
 class SpatialBroadcastDecoder(nn.Module):
   """Slot-wise spatial broadcast decoder (Watters et al., 2019), shared across slots.
 
@@ -130,6 +176,10 @@ class SpatialBroadcastDecoder(nn.Module):
     dtype: computation dtype (parameters stay float32).
     framework_defaults: initialisers (`defaults`; PyTorch's ConvTranspose2d fan-in counts
       the output channels).
+    fold_broadcast: when the first layer has stride 1, compute it without materialising the
+      broadcast slots (`_BroadcastFirstLayer`: same parameters, same outputs up to float
+      rounding, about 1/(kh kw) of that layer's multiply-adds). False broadcasts and
+      convolves as the reference codes do.
   """
   broadcast_resolution: Tuple[int, int] = (8, 8)
   channels: Sequence[int] = (64, 64, 64, 64, 64)
@@ -139,6 +189,7 @@ class SpatialBroadcastDecoder(nn.Module):
   out_channels: int = 4
   dtype: Any = jnp.float32
   framework_defaults: str = "flax"
+  fold_broadcast: bool = True
 
   @property
   def output_resolution(self) -> Tuple[int, int]:
@@ -153,13 +204,24 @@ class SpatialBroadcastDecoder(nn.Module):
       raise ValueError(f"channels {self.channels} and strides {self.strides} differ in length")
     lead, dim = slots.shape[:-1], slots.shape[-1]
     height, width = self.broadcast_resolution
-    x = slots.reshape(-1, 1, 1, dim)
-    x = jnp.broadcast_to(x, (x.shape[0], height, width, dim))  # [M, D] -> [M, h, w, D]
     style = self.framework_defaults
-    x = SoftPositionEmbedding(dtype=self.dtype, framework_defaults=style,
-                              name="position")(x.astype(self.dtype))
     kernel = (self.kernel_size, self.kernel_size)
+    x = slots.reshape(-1, dim)                                             # [M, D]
+    position = SoftPositionEmbedding(dtype=self.dtype, framework_defaults=style, name="position")
+    first = 0
+    if self.fold_broadcast and self.channels and self.strides[0] == 1:
+      pos = position(jnp.zeros((1, height, width, dim), self.dtype))        # [1, h, w, D]
+      x = _BroadcastFirstLayer(self.channels[0], kernel, dtype=self.dtype, name="deconv_0",
+                               **defaults.conv_transpose(style, self.channels[0], kernel)
+                               )(x.astype(self.dtype), pos)
+      x = nn.relu(x)
+      first = 1
+    else:
+      x = jnp.broadcast_to(x[:, None, None, :], (x.shape[0], height, width, dim))
+      x = position(x.astype(self.dtype))                                    # [M, h, w, D]
     for i, (features, stride) in enumerate(zip(self.channels, self.strides)):
+      if i < first:
+        continue
       x = nn.ConvTranspose(features, kernel, strides=(stride, stride), padding="SAME",
                            dtype=self.dtype, name=f"deconv_{i}",
                            **defaults.conv_transpose(style, features, kernel))(x)

@@ -103,6 +103,8 @@ def build_autoencoder(config: ml_collections.ConfigDict) -> models.ObjectDiscove
   style = m.slot_attention.framework_defaults
   encoder = encoder.clone(framework_defaults=style)
   decoder = decoder.clone(framework_defaults=style)
+  # The first decoder layer without the broadcast copies (same parameters and outputs).
+  decoder = decoder.clone(fold_broadcast=bool(m.get("fold_broadcast", True)))
   return models.ObjectDiscoveryAutoencoder(
       encoder=encoder, decoder=decoder,
       slot_attention=SlotAttention(**dict(m.slot_attention)))
