@@ -107,11 +107,8 @@ class OursPieces:
                       argnums=(0, 1))(p, s)
 
     def comp_grad(d):
-      def loss(d):
-        masks = jax.nn.softmax(d[..., -1:], axis=1)
-        outputs = {"reconstruction": jnp.sum(masks * d[..., :-1], axis=1)}
-        return models.reconstruction_loss(outputs, image)
-      return jax.grad(loss)(d)
+      return jax.grad(lambda d: models.reconstruction_loss(
+          models.alpha_composite(d, slot_axis=1), image))(d)
 
     tx = trainer.tx
     opt_state = tx.init(params)

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from slot_ot_jax.modules import defaults
+from slot_ot_jax.modules import models
 
 Array = jax.Array
 
@@ -118,7 +119,6 @@ class VideoAutoencoder(nn.Module):
     if decoded.shape[3:5] != (h, w) or decoded.shape[-1] != c + 1:
       raise ValueError(f"decoder output {decoded.shape[3:]} does not fit frames "
                        f"{(h, w, c)} (expected H, W, C + 1)")
-    rgb, mask_logits = decoded[..., :-1], decoded[..., -1:]
-    masks = jax.nn.softmax(mask_logits, axis=2)
-    reconstruction = jnp.sum(masks * rgb, axis=2)
-    return dict(reconstruction=reconstruction, rgb=rgb, masks=masks, slots=slots, kl=kl)
+    out = models.alpha_composite(decoded, slot_axis=2)
+    return dict(reconstruction=out["reconstruction"], rgb=out["rgb"], masks=out["masks"],
+                slots=slots, kl=kl)
