@@ -33,6 +33,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from slot_ot_jax.training import host  # pylint: disable=g-import-not-at-top,wrong-import-position
 from slot_ot_jax.training import launch  # pylint: disable=g-import-not-at-top,wrong-import-position
 from slot_ot_jax.training import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -106,6 +107,7 @@ def _read(path):
 def write_table(args, grid_wall_s) -> str:
   results = collections.defaultdict(list)
   rows = []
+  hosts = collections.Counter()  # host of each run, as the sweep runner recorded it
   for run in plan_runs(args):
     workdir = workdir_of(args, *run)
     metrics_path = os.path.join(workdir, "final_metrics.json")
@@ -113,7 +115,9 @@ def write_table(args, grid_wall_s) -> str:
       continue
     metrics = _read(metrics_path)
     info_path = os.path.join(workdir, "run_info.json")
-    wall = _read(info_path)["wall_time_s"] if os.path.exists(info_path) else metrics["wall_time_s"]
+    info = _read(info_path) if os.path.exists(info_path) else {}
+    wall = info.get("wall_time_s", metrics["wall_time_s"])
+    hosts[host.describe(info["host"]) if "host" in info else "not recorded"] += 1
     value = metrics["eval"]["rmse_over_sigma"]
     results[run[:2]].append(value)
     rows.append((*run, value, metrics["step"], wall))
@@ -127,6 +131,8 @@ def write_table(args, grid_wall_s) -> str:
            f"- config changes in every run: {', '.join(args.override)}" if args.override else None,
            f"- machine: {platform.machine()} CPU, {os.cpu_count()} cores, "
            f"{args.jobs} parallel process(es)",
+           "- host of the runs: " + "; ".join(f"{h} ({n} run{'s' * (n > 1)})"
+                                              for h, n in sorted(hosts.items())),
            ("- collected from finished runs (--collect_only); " if args.collect_only else
             f"- wall time of this invocation: {grid_wall_s / 3600:.2f} h; ")
            + f"sum over runs: {sum(r[-1] for r in rows) / 3600:.2f} h",

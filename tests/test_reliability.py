@@ -37,6 +37,7 @@ from slot_ot_jax import tasks
 from slot_ot_jax.modules import attention
 from slot_ot_jax.training import checkpointing
 from slot_ot_jax.training import config_checks
+from slot_ot_jax.training import run_guards
 from slot_ot_jax.training import train
 
 toy_config = test_train.toy_config
@@ -148,7 +149,7 @@ class DamagedCheckpointTest(parameterized.TestCase):
     self.assertIn(8, _steps(workdir))  # Saved again, healthy.
     damaged = os.path.join(workdir, checkpointing.DAMAGED_DIR, "8")
     self.assertTrue(os.path.isdir(damaged))  # Kept, out of the way.
-    self.assertFalse(os.path.exists(os.path.join(workdir, checkpointing.LOCK_FILE)))
+    self.assertFalse(os.path.exists(os.path.join(workdir, run_guards.LOCK_FILE)))
 
   def test_no_restorable_checkpoint_is_a_clear_error(self):
     workdir = self._copy()
@@ -170,7 +171,7 @@ class DamagedCheckpointTest(parameterized.TestCase):
 class WorkdirLockTest(absltest.TestCase):
 
   def _write_lock(self, workdir, pid, host):
-    with open(os.path.join(workdir, checkpointing.LOCK_FILE), "w") as f:
+    with open(os.path.join(workdir, run_guards.LOCK_FILE), "w") as f:
       json.dump({"pid": pid, "host": host, "started": "earlier", "command": "main.py"}, f)
 
   def test_second_trainer_is_refused_and_changes_nothing(self):
@@ -178,10 +179,10 @@ class WorkdirLockTest(absltest.TestCase):
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     self.addCleanup(holder.kill)
     self._write_lock(workdir, holder.pid, socket.gethostname())
-    with self.assertRaises(checkpointing.WorkdirLockedError) as ctx:
+    with self.assertRaises(run_guards.WorkdirLockedError) as ctx:
       train.train_and_evaluate(toy_config(seed=1), workdir)
     self.assertIn(f"PID {holder.pid} on host {socket.gethostname()}", str(ctx.exception))
-    self.assertEqual(sorted(os.listdir(workdir)), [checkpointing.LOCK_FILE])
+    self.assertEqual(sorted(os.listdir(workdir)), [run_guards.LOCK_FILE])
     holder.kill()
     holder.wait()
     # The holder is gone: its lock is stale and taken over.
@@ -189,23 +190,23 @@ class WorkdirLockTest(absltest.TestCase):
       result = train.train_and_evaluate(toy_config(num_train_steps=4), workdir)
     self.assertIn("stale lock", "\n".join(logs.output))
     self.assertEqual(result["step"], 4)
-    self.assertFalse(os.path.exists(os.path.join(workdir, checkpointing.LOCK_FILE)))
+    self.assertFalse(os.path.exists(os.path.join(workdir, run_guards.LOCK_FILE)))
 
   def test_lock_held_in_this_process(self):
     workdir = tempfile.mkdtemp()
-    with checkpointing.WorkdirLock(workdir):
-      with self.assertRaisesRegex(checkpointing.WorkdirLockedError, f"PID {os.getpid()}"):
-        checkpointing.WorkdirLock(workdir).acquire()
-    checkpointing.WorkdirLock(workdir).acquire().release()
+    with run_guards.WorkdirLock(workdir):
+      with self.assertRaisesRegex(run_guards.WorkdirLockedError, f"PID {os.getpid()}"):
+        run_guards.WorkdirLock(workdir).acquire()
+    run_guards.WorkdirLock(workdir).acquire().release()
 
   def test_other_host(self):
     workdir = tempfile.mkdtemp()
     self._write_lock(workdir, 12345, "another-host")
-    with self.assertRaisesRegex(checkpointing.WorkdirLockedError, "another-host"):
-      checkpointing.WorkdirLock(workdir).acquire()
-    old = os.path.getmtime(os.path.join(workdir, checkpointing.LOCK_FILE)) - 3600
-    os.utime(os.path.join(workdir, checkpointing.LOCK_FILE), (old, old))
-    lock = checkpointing.WorkdirLock(workdir).acquire()  # No heartbeat for an hour: stale.
+    with self.assertRaisesRegex(run_guards.WorkdirLockedError, "another-host"):
+      run_guards.WorkdirLock(workdir).acquire()
+    old = os.path.getmtime(os.path.join(workdir, run_guards.LOCK_FILE)) - 3600
+    os.utime(os.path.join(workdir, run_guards.LOCK_FILE), (old, old))
+    lock = run_guards.WorkdirLock(workdir).acquire()  # No heartbeat for an hour: stale.
     self.assertEqual(lock.holder()["pid"], os.getpid())
     lock.release()
 
@@ -401,7 +402,7 @@ class InterruptTest(absltest.TestCase):
     result = train.train_and_evaluate(config, workdir)
     self.assertEqual(result, {"preempted": True, "step": 6, "signal": "SIGINT"})
     self.assertEqual(_steps(workdir), [4, 6])
-    self.assertFalse(os.path.exists(os.path.join(workdir, checkpointing.LOCK_FILE)))
+    self.assertFalse(os.path.exists(os.path.join(workdir, run_guards.LOCK_FILE)))
     self.assertIs(signal.getsignal(signal.SIGINT), signal.default_int_handler)
     # Rerun: resumes from 6 (the batch of step 5 is not fetched again, so no signal).
     result = train.train_and_evaluate(config, workdir)

@@ -20,7 +20,7 @@ The experiment comes from the task registry (`slot_ot_jax/tasks/base.py`, select
   (`config.checkpoint_best_mode`: "min" or "max") is also kept, in
   `<workdir>/checkpoints_best/` (`checkpointing.BestCheckpointer`).
 * Reliability (docs/reliability.md): the config is range-checked first
-  (`config_checks.validate_config`); one trainer per workdir (`checkpointing.WorkdirLock`);
+  (`config_checks.validate_config`); one trainer per workdir (`run_guards.WorkdirLock`);
   a resume under a changed config is an error unless `allow_config_change`, and
   config.json keeps the config of the run that started the workdir.
 * A non-finite loss, gradient or updated state raises `FloatingPointError` naming the step;
@@ -65,10 +65,11 @@ from slot_ot_jax.evaluation import visualize
 from slot_ot_jax.training import checkpointing
 from slot_ot_jax.training import config_checks
 from slot_ot_jax.training import optim
+from slot_ot_jax.training import run_guards
 
 # Errors that explain themselves (what went wrong and what to do): main.py prints their
 # message without a traceback and exits with status 1.
-USER_ERRORS = (config_checks.ConfigError, checkpointing.WorkdirLockedError,
+USER_ERRORS = (config_checks.ConfigError, run_guards.WorkdirLockedError,
                checkpointing.ConfigChangedError, checkpointing.IncompatibleCheckpointError,
                checkpointing.CheckpointRestoreError, FloatingPointError)
 
@@ -319,7 +320,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   Raises:
     config_checks.ConfigError: a count or step field is out of range (all are listed).
-    checkpointing.WorkdirLockedError: another live trainer uses the workdir.
+    run_guards.WorkdirLockedError: another live trainer uses the workdir.
     FloatingPointError: on a non-finite loss, gradient or state (naming the step).
     checkpointing.IncompatibleCheckpointError: if the workdir's checkpoint cannot hold the
       state of `config`.
@@ -330,9 +331,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   task = _validated_task(config)
   if config.get("mode", "train") == "eval":
     return evaluate_checkpoint(config, workdir, devices=devices)
-  with checkpointing.WorkdirLock(workdir):
+  with run_guards.WorkdirLock(workdir):
     # Installed first, so that a signal during compilation also ends in a clean save.
-    with checkpointing.PreemptionGuard() as guard:
+    with run_guards.PreemptionGuard() as guard:
       return _train_and_evaluate(config, task, workdir, devices, guard, allow_config_change)
 
 
