@@ -206,9 +206,8 @@ def main():
   train_speed._limit_threads(a.threads)  # pylint: disable=protected-access
   from slot_ot_jax.training import host
   module, status = train_speed.official_status(a)
-  header = host.host_lines() + [status, "Command: python benchmarks/step_profile.py " + " ".join(
-      arg.split("=")[0] + "=PATH" if arg.startswith(("--official=", "--out=")) else arg
-      for arg in sys.argv[1:]), f"Load average before: {os.getloadavg()[0]:.2f}"]
+  header = host.host_lines() + [status, train_speed.command_line("step_profile.py"),
+                                 f"Load average before: {os.getloadavg()[0]:.2f}"]
   print("\n".join(header), flush=True)
   lines = list(header)
   for model in a.models.split(","):
@@ -241,7 +240,7 @@ def main():
       lines += [""] + table
       del sides
   lines.append(f"Load average after: {os.getloadavg()[0]:.2f}")
-  if a.out:
+  if a.out:  # The tables were printed as they came.
     with open(a.out, "w") as f:
       f.write("\n".join(lines) + "\n")
 

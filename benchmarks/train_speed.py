@@ -224,6 +224,22 @@ def measure(ours: Ours, official: Official | None, warmup: int, repeats: int):
   return {k: (statistics.median(v) if v else None) for k, v in times.items()}
 
 
+def command_line(script: str) -> str:
+  """"Command: python benchmarks/SCRIPT ARGS" with local paths (--official, --out) as PATH."""
+  return f"Command: python benchmarks/{script} " + " ".join(
+      arg.split("=")[0] + "=PATH" if arg.startswith(("--official=", "--out=")) else arg
+      for arg in sys.argv[1:])
+
+
+def emit(lines: list[str], out: str | None) -> None:
+  """Prints the report and, with `out`, writes it there too."""
+  text = "\n".join(lines)
+  print(text)
+  if out:
+    with open(out, "w") as f:
+      f.write(text + "\n")
+
+
 def main():
   a = _parse()
   _limit_threads(a.threads)
@@ -254,9 +270,7 @@ def main():
       del ours, official
   load_after = os.getloadavg()
   lines = header + [
-      "Command: python benchmarks/train_speed.py " + " ".join(  # Local paths left out.
-          arg.split("=")[0] + "=PATH" if arg.startswith(("--official=", "--out=")) else arg
-          for arg in sys.argv[1:]),
+      command_line("train_speed.py"),  # Local paths left out.
       f"Medians of {a.repeats} interleaved steps after {a.warmup} warm-up steps each; "
       "ratio = official / ours (> 1: ours faster).", "",
       "| model (image, batch) | attention | ours (JAX) | official (PyTorch) | ratio |"
@@ -270,11 +284,7 @@ def main():
         + f" | {load:.1f} |")
   lines.append("")
   lines.append("Load average after: " + ", ".join(f"{x:.2f}" for x in load_after))
-  text = "\n".join(lines)
-  print(text)
-  if a.out:
-    with open(a.out, "w") as f:
-      f.write(text + "\n")
+  emit(lines, a.out)
 
 
 if __name__ == "__main__":

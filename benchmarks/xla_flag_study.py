@@ -52,10 +52,11 @@ def main():
   for s in sets:
     if s not in FLAG_SETS:
       p.error(f"unknown flag set {s!r}; valid: {', '.join(FLAG_SETS)}")
+  import train_speed
+
   from slot_ot_jax.training import host
   lines = host.host_lines() + [
-      "Command: python benchmarks/xla_flag_study.py --official=PATH " + " ".join(
-          x for x in sys.argv[1:] if not x.startswith(("--official", "--out"))),
+      train_speed.command_line("xla_flag_study.py"),
       "Each row: its own process (XLA_FLAGS below, plus one thread); medians of "
       f"{a.repeats} rounds; ratio = official / ours in the same rounds.", ""]
   for model in a.models.split(","):
@@ -81,11 +82,7 @@ def main():
                        f"{rows['decoder'][0]:.1f} | {rows['decoder'][1]:.1f} |")
         print(lines[-1], flush=True)
       lines.append("")
-  text = "\n".join(lines)
-  print(text)
-  if a.out:
-    with open(a.out, "w") as f:
-      f.write(text + "\n")
+  train_speed.emit(lines, a.out)
 
 
 if __name__ == "__main__":
