@@ -233,6 +233,19 @@ class EmdTest(parameterized.TestCase):
       self.assertIs(exact_ot.network_simplex(ot), ot.emd)
       np.testing.assert_allclose(exact_ot.emd_host(cost, a, b), want, atol=1e-12)
 
+  def test_cpu_solves_in_xla_buffers_and_both_callbacks_agree(self):
+    # On CPU the plans are written into XLA's buffers (buffer_callback): pure_callback's
+    # copies of the inputs could deadlock training on the CPU device (exact_ot._solve).
+    cost, a, b, _ = _problem(24, batch=(2, 3))
+    text = jax.jit(T.emd).lower(cost, a, b).as_text()
+    self.assertIn("xla_buffer_python_cpu_callback", text)
+    self.assertNotIn("xla_ffi_python_cpu_callback", text)
+    want = exact_ot.emd_host(np.asarray(cost), np.asarray(a), np.asarray(b))
+    for solve in (exact_ot._solve_in_buffers, exact_ot._solve_by_copy):
+      np.testing.assert_allclose(jax.jit(solve)(cost, a, b), want, atol=1e-6)
+      np.testing.assert_allclose(jax.jit(jax.vmap(solve))(cost, a, b), want, atol=1e-6)
+    np.testing.assert_allclose(cost, _problem(24, batch=(2, 3))[0])  # inputs untouched
+
   def test_batch_dims_broadcast_across_arguments(self):
     cost, a, b, _ = _problem(23, batch=(3,))
     want = T.emd(jnp.broadcast_to(cost[0], cost.shape), a, jnp.broadcast_to(b[0], b.shape))

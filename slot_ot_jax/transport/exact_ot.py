@@ -7,6 +7,7 @@ b [..., K] with equal total mass. Needs the `emd` extra (POT).
 from __future__ import annotations
 
 import jax
+from jax.experimental import buffer_callback
 import jax.numpy as jnp
 import numpy as np
 
@@ -74,30 +75,59 @@ def _batch_axes_of_context_mesh(cost: Array) -> tuple[str, ...]:
   return axes if size > 1 and cost.shape[0] % size == 0 else ()
 
 
+def _solve_in_place(ctx, out, cost, a, b):
+  """`buffer_callback` body: writes the exact plans into XLA's output buffer."""
+  del ctx
+  np.asarray(out)[...] = emd_host(np.asarray(cost), np.asarray(a), np.asarray(b))
+
+
+def _solve(cost: Array, a: Array, b: Array) -> Array:
+  """Exact plans of the (local) batch on the host, by the callback that suits the platform.
+
+  On CPU, `buffer_callback` hands the solver XLA's own buffers. `jax.pure_callback` would
+  first place its inputs on the CPU device as new arrays, and reading them back inside the
+  callback can wait forever on that device's queue, which is busy with the computation that
+  is waiting for the callback (seen with jax 0.10.2: SA-EMD training stopped at random steps,
+  the callback thread blocked in `np.asarray` of its input). Other platforms copy the inputs
+  to the host with `pure_callback`.
+  """
+  return jax.lax.platform_dependent(cost, a, b, cpu=_solve_in_buffers, default=_solve_by_copy)
+
+
+def _solve_in_buffers(cost: Array, a: Array, b: Array) -> Array:
+  """The CPU path of `_solve`: a `buffer_callback` on XLA's buffers."""
+  out_type = jax.ShapeDtypeStruct(cost.shape, cost.dtype)
+  return buffer_callback.buffer_callback(_solve_in_place, out_type,
+                                         vmap_method="broadcast_all")(cost, a, b)
+
+
+def _solve_by_copy(cost: Array, a: Array, b: Array) -> Array:
+  """The path of `_solve` on other platforms: a `pure_callback` on host copies."""
+  out_type = jax.ShapeDtypeStruct(cost.shape, cost.dtype)
+  return jax.pure_callback(lambda *xs: emd_host(*xs).astype(out_type.dtype), out_type,
+                           cost, a, b, vmap_method="broadcast_all")
+
+
 def emd(cost: Array, a: Array, b: Array) -> Array:
   """Exact (unregularised) OT plan [..., N, K] by POT's network simplex (Bonneel et al. 2011).
 
-  A `jax.pure_callback` to the host (works under jit and vmap; problems are solved one after
-  another); no useful gradient (the result is `stop_gradient`-ed); needs the `emd` extra.
-  Under a mesh set with `jax.set_mesh` (as the trainer does) the callback runs in a
-  `jax.shard_map` over the leading batch axis, each device solving its own shard; without it,
-  XLA's SPMD partitioner would gather the whole batch onto one device for the callback.
+  A host callback (works under jit and vmap; problems are solved one after another; see
+  `_solve` for which callback); no useful gradient (the result is `stop_gradient`-ed); needs
+  the `emd` extra. Under a mesh set with `jax.set_mesh` (as the trainer does) the callback runs
+  in a `jax.shard_map` over the leading batch axis, each device solving its own shard;
+  without it, XLA's SPMD partitioner would gather the whole batch onto one device for the
+  callback.
   """
   require_pot()
   lead = jnp.broadcast_shapes(cost.shape[:-2], a.shape[:-1], b.shape[:-1])
   cost = jnp.broadcast_to(jax.lax.stop_gradient(cost), lead + cost.shape[-2:])
   a = jnp.broadcast_to(jax.lax.stop_gradient(a), lead + a.shape[-1:])
   b = jnp.broadcast_to(jax.lax.stop_gradient(b), lead + b.shape[-1:])
-
-  def solve(c, aa, bb):
-    out_type = jax.ShapeDtypeStruct(c.shape, c.dtype)
-    return jax.pure_callback(lambda *xs: emd_host(*xs).astype(out_type.dtype), out_type,
-                             c, aa, bb, vmap_method="broadcast_all")
-
+  solve = _solve
   axes = _batch_axes_of_context_mesh(cost)
   if axes:
     spec = jax.sharding.PartitionSpec(axes)
-    solve = jax.shard_map(solve, in_specs=(spec,) * 3, out_specs=spec, axis_names=set(axes))
+    solve = jax.shard_map(_solve, in_specs=(spec,) * 3, out_specs=spec, axis_names=set(axes))
   return jax.lax.stop_gradient(solve(cost, a, b))
 
 
