@@ -30,31 +30,42 @@ MODELS = (("SA", "softmax", None), ("SA-MESH, differentiated steps (default)", "
           ("SA-MESH, straight through", "mesh", False))
 
 
-def main():
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--repeats", type=int, default=20)
-  p.add_argument("--sigma", type=float, default=0.01)
-  a = p.parse_args()
-  runs = {}
-  for name, attention, differentiate in MODELS:
-    config = ro.get_config(f"attention={attention},sigma={a.sigma:g}")
-    if differentiate is not None:
-      config.model.slot_attention.mesh_differentiate_steps = differentiate
-    task = tasks.get_task(config)
-    trainer = train.Trainer(config, task, jax.devices()[:1])
-    state = trainer.create_state()
-    batch = trainer.global_batch(next(task.train_batches(0)))
-    for _ in range(3):
-      state, _, finite = trainer.train_step(state, batch)
-    finite.block_until_ready()
-    runs[name] = [trainer, state, batch]
+def warm_run(attention: str, differentiate, sigma: float) -> list:
+  """[trainer, state, batch] of configs/random_objects.py after 3 warm-up steps (compiled);
+  `differentiate` sets mesh_differentiate_steps unless None."""
+  config = ro.get_config(f"attention={attention},sigma={sigma:g}")
+  if differentiate is not None:
+    config.model.slot_attention.mesh_differentiate_steps = differentiate
+  task = tasks.get_task(config)
+  trainer = train.Trainer(config, task, jax.devices()[:1])
+  state = trainer.create_state()
+  batch = trainer.global_batch(next(task.train_batches(0)))
+  for _ in range(3):
+    state, _, finite = trainer.train_step(state, batch)
+  finite.block_until_ready()
+  return [trainer, state, batch]
+
+
+def interleaved_times(runs: dict, repeats: int) -> dict:
+  """Seconds of each run's step, one step of each run per round, `repeats` rounds."""
   times = {name: [] for name in runs}
-  for _ in range(a.repeats):
+  for _ in range(repeats):
     for name, run in runs.items():
       start = time.perf_counter()
       run[1], _, finite = run[0].train_step(run[1], run[2])
       finite.block_until_ready()
       times[name].append(time.perf_counter() - start)
+  return times
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--repeats", type=int, default=20)
+  p.add_argument("--sigma", type=float, default=0.01)
+  a = p.parse_args()
+  runs = {name: warm_run(attention, differentiate, a.sigma)
+          for name, attention, differentiate in MODELS}
+  times = interleaved_times(runs, a.repeats)
   base = statistics.median(times["SA"])
   print("\n".join(host.host_lines()))
   print(f"# sigma {a.sigma:g}, medians of {a.repeats} interleaved steps")

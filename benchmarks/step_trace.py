@@ -33,7 +33,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 
 # The optimised HLO of every compiled step (for the thunk -> JAX operation names).
 HLO_DUMP = tempfile.mkdtemp(prefix="step_trace_hlo")
@@ -42,12 +41,10 @@ os.environ["XLA_FLAGS"] = (f"--xla_dump_to={HLO_DUMP} " + os.environ.get("XLA_FL
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
+import random_objects_mesh_paths as paths  # noqa: E402
 import train_speed  # noqa: E402
 
-from configs import random_objects as ro  # noqa: E402
-from slot_ot_jax import tasks  # noqa: E402
 from slot_ot_jax.training import host  # noqa: E402
-from slot_ot_jax.training import train  # noqa: E402
 
 MODELS = (("SA", "softmax", None), ("SA-SH", "sinkhorn", None),
           ("SA-MESH, differentiated steps (default)", "mesh", True),
@@ -159,27 +156,12 @@ def main():
   a = p.parse_args()
   runs = {}
   for name, attention, differentiate in MODELS:
-    config = ro.get_config(f"attention={attention},sigma={a.sigma:g}")
-    if differentiate is not None:
-      config.model.slot_attention.mesh_differentiate_steps = differentiate
-    task = tasks.get_task(config)
-    trainer = train.Trainer(config, task, jax.devices()[:1])
-    state = trainer.create_state()
-    batch = trainer.global_batch(next(task.train_batches(0)))
     before = set(glob.glob(os.path.join(HLO_DUMP, "*train_step*after_optimizations.txt")))
-    for _ in range(3):
-      state, _, finite = trainer.train_step(state, batch)
-    finite.block_until_ready()
+    runs[name] = paths.warm_run(attention, differentiate, a.sigma)
     new = set(glob.glob(os.path.join(HLO_DUMP, "*train_step*after_optimizations.txt"))) - before
     with open(new.pop()) as f:
-      runs[name] = [trainer, state, batch, f.read()]
-  plain = {name: [] for name in runs}
-  for _ in range(a.repeats):
-    for name, run in runs.items():
-      start = time.perf_counter()
-      run[1], _, finite = run[0].train_step(run[1], run[2])
-      finite.block_until_ready()
-      plain[name].append(time.perf_counter() - start)
+      runs[name].append(f.read())
+  plain = paths.interleaved_times(runs, a.repeats)
   # Every step is compiled: the dump flag has done its work and is not part of the setup.
   os.environ["XLA_FLAGS"] = os.environ["XLA_FLAGS"].replace(f"--xla_dump_to={HLO_DUMP}", "").strip()
   lines = host.host_lines() + [
