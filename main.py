@@ -30,6 +30,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from slot_ot_jax.training import allocator
 from slot_ot_jax.training import train
 
 FLAGS = flags.FLAGS
@@ -46,6 +47,10 @@ flags.DEFINE_integer("process_id", None, "This process's index in [0, num_proces
 flags.DEFINE_bool("allow_config_change", False,
                   "Resume even if the config differs from the workdir's config.json (which is "
                   "kept; the new config is written as config_resumed_at_<step>.json).")
+flags.DEFINE_bool("retain_freed_memory", True,
+                  "On CPU, keep freed heap memory in the process (glibc mallopt) so that the "
+                  "training step does not page-fault its buffers anew at every step "
+                  "(slot_ot_jax/training/allocator.py).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -71,6 +76,8 @@ def main(argv):
                                process_id=FLAGS.process_id)
   logging.info("JAX process %d/%d, local devices: %s", jax.process_index(),
                jax.process_count(), jax.local_devices())
+  if FLAGS.retain_freed_memory and jax.default_backend() == "cpu":
+    logging.info("Freed heap memory stays in the process: %s", allocator.retain_freed_memory())
   try:
     result = train.train_and_evaluate(FLAGS.config, FLAGS.workdir,
                                       allow_config_change=FLAGS.allow_config_change)

@@ -52,6 +52,8 @@ def _parse():
   p.add_argument("--threads", type=int, default=1)
   p.add_argument("--batch", type=int, default=0)
   p.add_argument("--out", default=None)
+  import train_speed  # pylint: disable=g-import-not-at-top
+  train_speed.add_allocator_argument(p)
   a = p.parse_args()
   for item in a.variants.split(","):
     if item not in VARIANTS:
@@ -204,9 +206,10 @@ def main():
   a = _parse()
   import train_speed
   train_speed._limit_threads(a.threads)  # pylint: disable=protected-access
+  allocation = train_speed.apply_allocator(a)
   from slot_ot_jax.training import host
   module, status = train_speed.official_status(a)
-  header = host.host_lines() + [status, train_speed.command_line("step_profile.py"),
+  header = host.host_lines() + [status, allocation, train_speed.command_line("step_profile.py"),
                                  f"Load average before: {os.getloadavg()[0]:.2f}"]
   print("\n".join(header), flush=True)
   lines = list(header)

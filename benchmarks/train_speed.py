@@ -64,6 +64,7 @@ def _parse():
   p.add_argument("--out", default=None, help="also write the table (markdown) here")
   p.add_argument("--batch", type=int, default=0,
                  help="batch size of every model (default: each model's own, 64 / 16)")
+  add_allocator_argument(p)
   a = p.parse_args()
   for name, value, valid in (("model", a.models, MODELS), ("attention", a.attentions, ATTENTIONS)):
     for item in value.split(","):
@@ -72,6 +73,20 @@ def _parse():
   if a.repeats < 1 or a.warmup < 0 or a.threads < 1 or a.batch < 0:
     p.error("--repeats and --threads must be >= 1, --warmup and --batch >= 0")
   return a
+
+
+def add_allocator_argument(p: argparse.ArgumentParser) -> None:
+  p.add_argument("--retain_freed_memory", action=argparse.BooleanOptionalAction, default=True,
+                 help="keep freed heap memory in the process, as main.py does on CPU "
+                      "(slot_ot_jax/training/allocator.py); process-wide, so both sides")
+
+
+def apply_allocator(a) -> str:
+  """Applies --retain_freed_memory; returns the line saying what the process does."""
+  from slot_ot_jax.training import allocator  # pylint: disable=g-import-not-at-top
+  retained = a.retain_freed_memory and allocator.retain_freed_memory()
+  return ("Freed heap memory: " + ("kept in the process (both sides)" if retained else
+                                   "returned to the kernel (glibc defaults)"))
 
 
 def _limit_threads(threads: int) -> None:
@@ -243,6 +258,7 @@ def emit(lines: list[str], out: str | None) -> None:
 def main():
   a = _parse()
   _limit_threads(a.threads)
+  allocation = apply_allocator(a)
   import jax  # pylint: disable=g-import-not-at-top
   module, status = official_status(a)
   load_before = os.getloadavg()
@@ -251,6 +267,7 @@ def main():
       f"jax {jax.__version__}; {a.threads} thread(s) per side; load average before: "
       + ", ".join(f"{x:.2f}" for x in load_before),
       status,
+      allocation,
   ]
   print("\n".join(header), flush=True)
   rows = []
