@@ -9,9 +9,10 @@ page fault at a time. `retain_freed_memory()` turns both off (`mallopt(M_MMAP_MA
 `mallopt(M_TRIM_THRESHOLD, ...)` at its maximum): later steps reuse the pages of earlier ones.
 The process then keeps its peak heap size until it exits, as a caching allocator would.
 
-Measured on the shapes model's training step (32x32, batch 16, one core; docs/performance.md):
-about 15,500 page faults and 29-34 ms of system time per step without, none with it, and the
-step 13-15 % shorter. `main.py` applies it on CPU unless `--noretain_freed_memory`.
+Measured on the shapes model's training step (32x32, batch 16, one core;
+`python benchmarks/allocator.py --pairs=2`, docs/performance.md): 15,508 page faults and
+37 ms of system time per step without, none with it, and the step about 24 % shorter.
+`main.py` applies it on CPU unless `--noretain_freed_memory`.
 """
 from __future__ import annotations
 
